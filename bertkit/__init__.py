@@ -1,0 +1,8 @@
+"""bertkit: BERT fine-tuning in the bert4keras style, on Keras 3.
+
+Importing the package registers every custom layer, optimizer and schedule with
+Keras, so ``keras.models.load_model('m.keras')`` works after ``import bertkit``.
+"""
+__version__ = "0.1.0"
+
+from bertkit import config  # noqa: F401

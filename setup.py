@@ -1,0 +1,22 @@
+"""Packaging for bertkit."""
+import os
+
+from setuptools import find_packages, setup
+
+
+here = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(here, "README.md"), encoding="utf-8") as f:
+    long_description = f.read()
+
+setup(
+    name="bertkit",
+    version="0.1.0",
+    description="BERT fine-tuning in the bert4keras style, on Keras 3",
+    long_description=long_description,
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["bertkit", "bertkit.*"]),
+    python_requires=">=3.10",
+    install_requires=["tensorflow>=2.16", "numpy", "h5py", "tqdm"],
+    extras_require={"test": ["pytest", "hypothesis"]},
+    license="Apache-2.0",
+)
