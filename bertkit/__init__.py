@@ -6,3 +6,6 @@ Keras, so ``keras.models.load_model('m.keras')`` works after ``import bertkit``.
 __version__ = "0.1.0"
 
 from bertkit import config  # noqa: F401
+from bertkit import layers  # noqa: F401
+from bertkit import models  # noqa: F401
+from bertkit import checkpoints  # noqa: F401

@@ -1,0 +1,336 @@
+"""Serializable Keras layers that BERT and ALBERT are built from.
+
+Every layer here is registered with Keras under the ``bertkit`` package and has a
+``get_config``, so models that use them round-trip through ``model.save('m.keras')``
+and ``keras.models.load_model`` once ``bertkit`` is imported.
+
+Shapes follow the letter code of Google's ``modeling.py``: B batch, T sequence length,
+H hidden size, N attention heads, D width of one head (H = N * D), I intermediate
+size, V vocabulary size, E embedding size.
+"""
+import math
+
+import keras
+from keras import ops
+
+_PACKAGE = "bertkit"
+
+
+def _register(cls):
+    return keras.saving.register_keras_serializable(package=_PACKAGE)(cls)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+def gelu_tanh(x):
+    """GELU with the tanh approximation, as Google's ``modeling.py`` computes it."""
+    return ops.gelu(x, approximate=True)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+def gelu_erf(x):
+    """GELU in its exact erf form, as Hugging Face and bert4keras compute ``gelu``."""
+    return ops.gelu(x, approximate=False)
+
+
+def get_activation(name):
+    """The activation function for a config's canonical ``hidden_act`` name."""
+    functions = {
+        "gelu": gelu_erf,
+        "gelu_tanh": gelu_tanh,
+        "relu": keras.activations.relu,
+        "swish": keras.activations.silu,
+        "tanh": keras.activations.tanh,
+        "linear": keras.activations.linear,
+    }
+    if name not in functions:
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(functions)}")
+    return functions[name]
+
+
+def _initializer(value):
+    return keras.initializers.get(value)
+
+
+@_register
+class Embedding(keras.layers.Embedding):
+    """A token embedding that can also act as the tied output projection.
+
+    ``layer(ids)`` looks rows up as usual; ``layer(x, mode='dense')`` multiplies
+    hidden states by the transposed table, ``[B, T, E] -> [B, T, V]``, which is how
+    BERT's MLM head shares its output matrix with the input embedding.
+
+    Example:
+
+    >>> embedding = Embedding(21128, 768, name='Embedding-Token')
+    >>> x = embedding(token_ids)            # [B, T] -> [B, T, 768]
+    >>> logits = embedding(x, mode='dense') # [B, T, 768] -> [B, T, 21128]
+    """
+
+    def call(self, inputs, mode="embedding"):
+        if mode == "embedding":
+            return super().call(inputs)
+        if mode == "dense":
+            kernel = ops.cast(self.embeddings, self.compute_dtype)
+            return ops.matmul(inputs, ops.transpose(kernel))
+        raise ValueError(f"Embedding mode must be 'embedding' or 'dense', got {mode!r}")
+
+    def compute_output_spec(self, inputs, mode="embedding"):
+        if mode == "dense":
+            return keras.KerasTensor((*inputs.shape[:-1], self.input_dim), dtype=self.compute_dtype)
+        return keras.KerasTensor((*inputs.shape, self.output_dim), dtype=self.compute_dtype)
+
+    def compute_mask(self, inputs, mask=None):
+        # Padding is masked explicitly through the attention mask, not Keras masking.
+        return None
+
+
+@_register
+class PositionEmbedding(keras.layers.Layer):
+    """Adds a learned embedding of each position to its input: ``[B, T, E]``.
+
+    Args:
+        input_dim: the number of positions (``max_position_embeddings``).
+        output_dim: the embedding width.
+        embeddings_initializer: initializer of the ``[input_dim, output_dim]`` table.
+
+    Raises:
+        ValueError: at build or call time, when the sequence is longer than
+            ``input_dim`` (a BERT cannot encode positions it was not trained on).
+    """
+
+    def __init__(self, input_dim, output_dim, embeddings_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        self.input_dim = input_dim
+        self.output_dim = output_dim
+        self.embeddings_initializer = _initializer(embeddings_initializer)
+
+    def build(self, input_shape):
+        self._check_length(input_shape[1])
+        self.embeddings = self.add_weight(
+            shape=(self.input_dim, self.output_dim),
+            initializer=self.embeddings_initializer,
+            name="embeddings",
+        )
+
+    def _check_length(self, length):
+        if length is not None and length > self.input_dim:
+            raise ValueError(
+                f"{self.name}: sequence length {length} exceeds max_position_embeddings "
+                f"= {self.input_dim}; truncate the inputs (e.g. Tokenizer.encode(maxlen=...))"
+            )
+
+    def call(self, inputs):
+        length = inputs.shape[1]
+        self._check_length(length)
+        if length is None:
+            length = ops.shape(inputs)[1]
+        positions = ops.cast(self.embeddings[:length], self.compute_dtype)  # [T, E]
+        return inputs + positions[None]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            input_dim=self.input_dim,
+            output_dim=self.output_dim,
+            embeddings_initializer=keras.initializers.serialize(self.embeddings_initializer),
+        )
+        return config
+
+
+@_register
+class PaddingMask(keras.layers.Layer):
+    """``[B, T]`` token ids to a float mask, 1 at real tokens and 0 at padding (id 0)."""
+
+    def call(self, token_ids):
+        return ops.cast(ops.not_equal(token_ids, 0), "float32")
+
+    def compute_output_spec(self, token_ids):
+        return keras.KerasTensor(token_ids.shape, dtype="float32")
+
+
+@_register
+class MultiHeadAttention(keras.layers.Layer):
+    """BERT's multi-head self-attention, query/key/value and output projections included.
+
+    ``layer(x, attention_mask=mask)`` with ``x: [B, T, H]`` and ``mask: [B, T]`` (1 for
+    tokens to attend to, 0 for padding) returns ``[B, T, H]``. As in Google's
+    ``modeling.py`` the mask adds -10000 to the scores of padded keys before the
+    softmax, and scores, mask and softmax are computed in float32 whatever the layer's
+    compute dtype. ``return_attention_scores=True`` also returns the attention
+    probabilities ``[B, N, T, T]`` (see ``bertkit.models.attention_model``).
+
+    Args:
+        heads: number of attention heads N.
+        head_size: width D of one head.
+        out_dim: output width; defaults to ``heads * head_size``.
+        attention_dropout: dropout rate on the attention probabilities.
+        kernel_initializer: initializer of the four kernels (biases start at zero).
+    """
+
+    def __init__(
+        self,
+        heads,
+        head_size,
+        out_dim=None,
+        attention_dropout=0.0,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.heads = heads
+        self.head_size = head_size
+        self.out_dim = out_dim or heads * head_size
+        self.attention_dropout = attention_dropout
+        self.kernel_initializer = _initializer(kernel_initializer)
+        self.dropout = keras.layers.Dropout(attention_dropout, dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        width = input_shape[-1]
+        inner = self.heads * self.head_size
+        for prefix, shape in (
+            ("query", (width, inner)),
+            ("key", (width, inner)),
+            ("value", (width, inner)),
+            ("output", (inner, self.out_dim)),
+        ):
+            kernel = self.add_weight(
+                shape=shape, initializer=self.kernel_initializer, name=f"{prefix}_kernel"
+            )
+            bias = self.add_weight(shape=shape[-1:], initializer="zeros", name=f"{prefix}_bias")
+            setattr(self, f"{prefix}_kernel", kernel)
+            setattr(self, f"{prefix}_bias", bias)
+
+    def _project(self, x, prefix):
+        kernel = ops.cast(getattr(self, f"{prefix}_kernel"), self.compute_dtype)
+        bias = ops.cast(getattr(self, f"{prefix}_bias"), self.compute_dtype)
+        return ops.matmul(x, kernel) + bias
+
+    def _split_heads(self, x):
+        # [B, T, N*D] -> [B, T, N, D]
+        return ops.reshape(x, (ops.shape(x)[0], -1, self.heads, self.head_size))
+
+    def call(self, inputs, attention_mask=None, return_attention_scores=False, training=None):
+        query = self._split_heads(self._project(inputs, "query"))
+        key = self._split_heads(self._project(inputs, "key"))
+        value = self._split_heads(self._project(inputs, "value"))
+        # [B, T, N, D] x [B, S, N, D] -> [B, N, T, S], in float32 for a stable softmax
+        scores = ops.einsum("btnd,bsnd->bnts", query, key)
+        scores = ops.cast(scores, "float32") / math.sqrt(self.head_size)
+        if attention_mask is not None:
+            mask = ops.cast(attention_mask, "float32")[:, None, None, :]  # [B, 1, 1, S]
+            scores = scores + (1.0 - mask) * -10000.0
+        probs = ops.softmax(scores, axis=-1)
+        dropped = self.dropout(ops.cast(probs, self.compute_dtype), training=training)
+        # [B, N, T, S] x [B, S, N, D] -> [B, T, N, D] -> [B, T, N*D]
+        context = ops.einsum("bnts,bsnd->btnd", dropped, value)
+        context = ops.reshape(context, (ops.shape(context)[0], -1, self.heads * self.head_size))
+        output = self._project(context, "output")
+        if return_attention_scores:
+            return output, probs
+        return output
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.out_dim)
+
+    def compute_output_spec(self, inputs, attention_mask=None, return_attention_scores=False, training=None):
+        output = keras.KerasTensor((*inputs.shape[:-1], self.out_dim), dtype=self.compute_dtype)
+        if return_attention_scores:
+            batch, length = inputs.shape[0], inputs.shape[1]
+            probs = keras.KerasTensor((batch, self.heads, length, length), dtype="float32")
+            return output, probs
+        return output
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            heads=self.heads,
+            head_size=self.head_size,
+            out_dim=self.out_dim,
+            attention_dropout=self.attention_dropout,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config
+
+
+@_register
+class FeedForward(keras.layers.Layer):
+    """BERT's position-wise feed-forward block: ``[B, T, H] -> [B, T, I] -> [B, T, H]``.
+
+    Args:
+        units: the intermediate width I.
+        activation: ``'gelu'`` (erf), ``'gelu_tanh'``, ``'relu'``, ``'swish'``, ...
+        kernel_initializer: initializer of both kernels (biases start at zero).
+    """
+
+    def __init__(self, units, activation="gelu", kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.activation = activation
+        self.activation_fn = get_activation(activation)
+        self.kernel_initializer = _initializer(kernel_initializer)
+
+    def build(self, input_shape):
+        width = input_shape[-1]
+        init = self.kernel_initializer
+        self.intermediate_kernel = self.add_weight(
+            shape=(width, self.units), initializer=init, name="intermediate_kernel"
+        )
+        self.intermediate_bias = self.add_weight(
+            shape=(self.units,), initializer="zeros", name="intermediate_bias"
+        )
+        self.output_kernel = self.add_weight(
+            shape=(self.units, width), initializer=init, name="output_kernel"
+        )
+        self.output_bias = self.add_weight(shape=(width,), initializer="zeros", name="output_bias")
+
+    def call(self, inputs):
+        dtype = self.compute_dtype
+        x = ops.matmul(inputs, ops.cast(self.intermediate_kernel, dtype))
+        x = self.activation_fn(x + ops.cast(self.intermediate_bias, dtype))
+        return ops.matmul(x, ops.cast(self.output_kernel, dtype)) + ops.cast(self.output_bias, dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            units=self.units,
+            activation=self.activation,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config
+
+
+@_register
+class BiasAdd(keras.layers.Layer):
+    """Adds a learned bias over the last axis (the MLM head's ``output_bias``)."""
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(shape=(input_shape[-1],), initializer="zeros", name="bias")
+
+    def call(self, inputs):
+        return inputs + ops.cast(self.bias, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@_register
+class TakeToken(keras.layers.Layer):
+    """Picks one position of a sequence, ``[B, T, H] -> [B, H]`` (``[CLS]`` by default)."""
+
+    def __init__(self, index=0, **kwargs):
+        super().__init__(**kwargs)
+        self.index = index
+
+    def call(self, inputs):
+        return inputs[:, self.index]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *input_shape[2:])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(index=self.index)
+        return config

@@ -1,0 +1,160 @@
+"""Shared test fixtures: real data location, tiny Google-format checkpoints, round trips.
+
+The checkpoint writer here is deliberately independent of ``bertkit.checkpoints``: it
+lays out Google's variable names and shapes itself and saves them with
+``tf.compat.v1.train.Saver``, exactly as Google's TF1 code does, so that loading is
+tested against the format rather than against bertkit's own writer.
+"""
+import json
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+TINY_CONFIG = {
+    "vocab_size": 40,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 48,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1,
+    "max_position_embeddings": 24,
+    "type_vocab_size": 2,
+    "initializer_range": 0.02,
+}
+
+
+def shared_data_dir():
+    """``$BERTKIT_SHARED_DATA`` or ``<repo>/../shared/data``; None when absent."""
+    path = os.environ.get("BERTKIT_SHARED_DATA") or os.path.join(REPO_ROOT, "..", "shared", "data")
+    return path if os.path.isdir(path) else None
+
+
+@pytest.fixture
+def shared_data():
+    """The shared real-data directory, or skip the test with the reason."""
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("shared data not found: set BERTKIT_SHARED_DATA or place ../shared/data")
+    return path
+
+
+def google_variable_shapes(config, albert=False):
+    """Google's variable names and shapes for a BERT or ALBERT config, all heads included."""
+    h, i, v = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
+    e = config.get("embedding_size") or h
+    shapes = {
+        "bert/embeddings/word_embeddings": (v, e),
+        "bert/embeddings/token_type_embeddings": (config["type_vocab_size"], e),
+        "bert/embeddings/position_embeddings": (config["max_position_embeddings"], e),
+        "bert/embeddings/LayerNorm/gamma": (e,),
+        "bert/embeddings/LayerNorm/beta": (e,),
+        "bert/pooler/dense/kernel": (h, h),
+        "bert/pooler/dense/bias": (h,),
+        "cls/predictions/transform/dense/kernel": (h, e),
+        "cls/predictions/transform/dense/bias": (e,),
+        "cls/predictions/transform/LayerNorm/gamma": (e,),
+        "cls/predictions/transform/LayerNorm/beta": (e,),
+        "cls/predictions/output_bias": (v,),
+        "cls/seq_relationship/output_weights": (2, h),
+        "cls/seq_relationship/output_bias": (2,),
+    }
+
+    def block(prefix, attention, ffn_in, ffn_out, norm1, norm2):
+        for piece in ("query", "key", "value"):
+            shapes[f"{prefix}{attention}/self/{piece}/kernel"] = (h, h)
+            shapes[f"{prefix}{attention}/self/{piece}/bias"] = (h,)
+        shapes[f"{prefix}{attention}/output/dense/kernel"] = (h, h)
+        shapes[f"{prefix}{attention}/output/dense/bias"] = (h,)
+        shapes[f"{prefix}{norm1}/gamma"] = (h,)
+        shapes[f"{prefix}{norm1}/beta"] = (h,)
+        shapes[f"{prefix}{ffn_in}/kernel"] = (h, i)
+        shapes[f"{prefix}{ffn_in}/bias"] = (i,)
+        shapes[f"{prefix}{ffn_out}/kernel"] = (i, h)
+        shapes[f"{prefix}{ffn_out}/bias"] = (h,)
+        shapes[f"{prefix}{norm2}/gamma"] = (h,)
+        shapes[f"{prefix}{norm2}/beta"] = (h,)
+
+    if albert:
+        shapes["bert/encoder/embedding_hidden_mapping_in/kernel"] = (e, h)
+        shapes["bert/encoder/embedding_hidden_mapping_in/bias"] = (h,)
+        block("bert/encoder/transformer/group_0/inner_group_0/", "attention_1",
+              "ffn_1/intermediate/dense", "ffn_1/intermediate/output/dense",
+              "LayerNorm", "LayerNorm_1")
+    else:
+        for layer in range(config["num_hidden_layers"]):
+            block(f"bert/encoder/layer_{layer}/", "attention", "intermediate/dense",
+                  "output/dense", "attention/output/LayerNorm", "output/LayerNorm")
+    return shapes
+
+
+def random_google_weights(config, albert=False, seed=0):
+    """Random float32 values under Google's names (gammas near 1, visible biases)."""
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for name, shape in google_variable_shapes(config, albert).items():
+        scale = 0.2 if name.endswith(("kernel", "embeddings", "output_weights")) else 0.1
+        value = rng.normal(0.0, scale, size=shape)
+        if name.endswith("gamma"):
+            value += 1.0
+        weights[name] = value.astype("float32")
+    return weights
+
+
+def write_google_checkpoint(directory, config, weights, extra=None):
+    """Writes ``bert_config.json`` and ``bert_model.ckpt.*`` as Google's TF1 code does."""
+    import tensorflow as tf
+
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "bert_config.json"), "w") as f:
+        json.dump(config, f)
+    values = dict(weights, **(extra or {}))
+    prefix = os.path.join(directory, "bert_model.ckpt")
+    with tf.Graph().as_default():
+        variables = [tf.compat.v1.Variable(tf.constant(value), name=name)
+                     for name, value in values.items()]
+        saver = tf.compat.v1.train.Saver(variables)
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            saver.save(session, prefix, write_meta_graph=False)
+    return prefix
+
+
+@pytest.fixture
+def tiny_bert(tmp_path):
+    """``(config dict, weights dict, checkpoint prefix)`` of a tiny Google BERT."""
+    weights = random_google_weights(TINY_CONFIG, seed=1)
+    # Adam slots and the step counter, as a real pretraining checkpoint carries them.
+    extra = {"bert/embeddings/word_embeddings/adam_m": np.zeros((40, 32), "float32"),
+             "global_step": np.int64(1000)}
+    prefix = write_google_checkpoint(str(tmp_path / "bert"), TINY_CONFIG, weights, extra)
+    return dict(TINY_CONFIG), weights, prefix
+
+
+@pytest.fixture
+def tiny_albert(tmp_path):
+    """``(config dict, weights dict, checkpoint prefix)`` of a tiny Google ALBERT."""
+    config = dict(TINY_CONFIG, embedding_size=16, num_hidden_layers=3, hidden_act="gelu_tanh",
+                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    weights = random_google_weights(config, albert=True, seed=2)
+    prefix = write_google_checkpoint(str(tmp_path / "albert"), config, weights)
+    return config, weights, prefix
+
+
+def assert_layer_round_trip(layer, inputs, **call_kwargs):
+    """A layer rebuilt from its config, with the same weights, gives the same outputs."""
+    import keras
+
+    expected = keras.ops.convert_to_numpy(layer(inputs, **call_kwargs))
+    config = keras.saving.serialize_keras_object(layer)
+    clone = keras.saving.deserialize_keras_object(config)
+    clone(inputs, **call_kwargs)  # builds the clone
+    clone.set_weights(layer.get_weights())
+    actual = keras.ops.convert_to_numpy(clone(inputs, **call_kwargs))
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-6)
