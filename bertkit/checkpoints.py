@@ -245,3 +245,36 @@ def _write_tf1_checkpoint(values, prefix):
         with tf.compat.v1.Session() as session:
             session.run(tf.compat.v1.global_variables_initializer(), feed_dict=feeds)
             saver.save(session, prefix, write_meta_graph=False, write_state=False)
+
+
+def save_checkpoint_dir(model, directory, config=None, vocab_path=None):
+    """Writes a complete Google-format directory: config, checkpoint and vocabulary.
+
+    The result (``bert_config.json``, ``bert_model.ckpt.*``, ``vocab.txt``) is what
+    Google publishes, so ``build_transformer_model`` and every example take it with
+    ``--config/--checkpoint/--vocab``.
+
+    Args:
+        model: a builder from ``build_transformer_model(..., return_keras_model=False)``,
+            or a Keras model together with ``config``.
+        directory: the directory to write (created if needed).
+        config: a ``BertConfig``; defaults to the builder's.
+        vocab_path: a ``vocab.txt`` to copy beside the checkpoint (optional).
+
+    Returns:
+        ``(config_path, checkpoint_prefix, vocab_path or None)``.
+    """
+    config = config or getattr(model, "config", None)
+    if config is None:
+        raise ValueError("save_checkpoint_dir needs `config` when given a bare Keras model")
+    os.makedirs(directory, exist_ok=True)
+    config_path = os.path.join(directory, "bert_config.json")
+    config.to_json_file(config_path)
+    prefix = save_weights_as_checkpoint(model, os.path.join(directory, "bert_model.ckpt"))
+    target_vocab = None
+    if vocab_path is not None:
+        target_vocab = os.path.join(directory, "vocab.txt")
+        if os.path.abspath(vocab_path) != os.path.abspath(target_vocab):
+            shutil.copyfile(vocab_path, target_vocab + ".tmp")
+            os.replace(target_vocab + ".tmp", target_vocab)
+    return config_path, prefix, target_vocab
