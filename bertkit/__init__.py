@@ -15,3 +15,4 @@ from bertkit import config  # noqa: F401
 from bertkit import layers  # noqa: F401
 from bertkit import models  # noqa: F401
 from bertkit import checkpoints  # noqa: F401
+from bertkit import data  # noqa: F401

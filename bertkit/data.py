@@ -1,0 +1,691 @@
+"""Batching: padding, data generators, length bucketing and parallel feeding.
+
+The bert4keras pattern: subclass `DataGenerator`, write `__iter__(self, random=False)`
+that tokenizes the items `self.sample(random)` hands out and yields a padded batch
+whenever `len(batch) == self.batch_size or is_end`:
+
+```python
+class Generator(bertkit.data.DataGenerator):
+    def __iter__(self, random=False):
+        batch_token_ids, batch_segment_ids, batch_labels = [], [], []
+        for is_end, (text, label) in self.sample(random):
+            token_ids, segment_ids = tokenizer.encode(text, maxlen=maxlen)
+            batch_token_ids.append(token_ids)
+            batch_segment_ids.append(segment_ids)
+            batch_labels.append([label])
+            if len(batch_token_ids) == self.batch_size or is_end:
+                yield ([sequence_padding(batch_token_ids),
+                        sequence_padding(batch_segment_ids)],
+                       sequence_padding(batch_labels))
+                batch_token_ids, batch_segment_ids, batch_labels = [], [], []
+```
+
+Three ways to feed `model.fit` from the same generator:
+
+- `model.fit(gen.forfit(), steps_per_epoch=len(gen))`: the bert4keras way. Keras
+  infers the batch signature from the first two batches, so a sequence axis whose
+  length is equal in those two batches becomes fixed and a later batch of another
+  length fails with "Generator yielded an element of shape ...". Fine when lengths
+  vary (dynamic padding); with a fixed `maxlen` padding it may bite.
+- `model.fit(gen.to_dataset(types, shapes), steps_per_epoch=len(gen))`: the same
+  batches through `tf.data` with an explicit signature (no inference trap) and
+  prefetching, so the next batch is built while the current step runs.
+- `model.fit(gen.to_pydataset(workers=2, use_multiprocessing=True))`: batches built
+  in worker processes, each batch exactly once per epoch. Worth it when per-batch
+  Python work (tokenization, feature building) is a real share of the step time and
+  a core is free for it; see `GeneratorDataset` for the trade-offs.
+
+`DataGenerator(..., bucket=True)` sorts items by length inside a buffer so batches
+carry little padding, while the order of batches stays random.
+"""
+import collections.abc
+import copy
+import math
+import numbers
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+
+def sequence_padding(inputs, length=None, value=0, seq_dims=1, mode="post"):
+    """Pads or truncates a batch of (nested) sequences into one numpy array.
+
+    Truncation keeps the first `length` elements in both modes (bert4keras
+    behaviour); cut sequences yourself first to keep their tail.
+
+    Args:
+        inputs: list of sequences (lists or arrays). The first `seq_dims` axes of
+            each item are padded or truncated; the axes below them must have the
+            same shape in every item.
+        length: target length: `None` (the longest item), an int (used for every
+            padded axis) or a sequence of `seq_dims` ints or `None`s.
+        value: the padding value. The result has the dtype numpy gives to the
+            items combined with `value` (int items padded with `-100` stay int,
+            padded with `0.5` become float).
+        seq_dims: how many leading axes to pad, e.g. 2 for `[L, L]` token-pair
+            label matrices.
+        mode: `'post'` pads at the end, `'pre'` at the front.
+
+    Returns:
+        An array of shape `[len(inputs), *length, *trailing_shape]`.
+
+    Example:
+
+    >>> sequence_padding([[1, 2, 3], [4]])
+    array([[1, 2, 3],
+           [4, 0, 0]])
+    >>> sequence_padding([[1, 2, 3], [4]], length=2, mode='pre')
+    array([[1, 2],
+           [0, 4]])
+    """
+    if mode not in ("post", "pre"):
+        raise ValueError(f"mode must be 'post' or 'pre', got {mode!r}")
+    if not isinstance(seq_dims, numbers.Integral) or seq_dims < 1:
+        raise ValueError(f"seq_dims must be an int >= 1, got {seq_dims!r}")
+    if isinstance(inputs, (str, bytes)) or not _is_iterable(inputs):
+        raise ValueError(
+            f"inputs must be a list of sequences, got {type(inputs).__name__}"
+        )
+    arrays = [_item_array(x, i, seq_dims) for i, x in enumerate(inputs)]
+    if not arrays:
+        raise ValueError("inputs is empty: expected at least one sequence")
+    trailing = _trailing_shape(arrays, seq_dims)
+    length = _target_length(length, arrays, seq_dims)
+    filled = [a for a in arrays if a.size] or arrays
+    dtype = np.result_type(*[a.dtype for a in filled], value)
+    outputs = np.full((len(arrays), *length, *trailing), value, dtype=dtype)
+    for i, x in enumerate(arrays):
+        if not x.size:
+            continue  # an empty item is all padding
+        x = x[tuple(slice(0, n) for n in length)]
+        if mode == "post":
+            where = tuple(slice(0, n) for n in x.shape[:seq_dims])
+        else:
+            where = tuple(slice(t - n, t) for t, n in zip(length, x.shape))
+        outputs[(i,) + where] = x
+    return outputs
+
+
+def _is_iterable(x):
+    return isinstance(x, collections.abc.Iterable) or hasattr(x, "__getitem__")
+
+
+def _item_array(x, index, seq_dims):
+    """Turns `inputs[index]` into an array with at least `seq_dims` axes."""
+    if isinstance(x, (str, bytes)) or not _is_iterable(x):
+        raise ValueError(
+            f"inputs[{index}] is {x!r:.40} of type {type(x).__name__}; expected a "
+            f"sequence with at least seq_dims={seq_dims} axes"
+        )
+    try:
+        array = np.asarray(x)
+    except ValueError as e:  # numpy: "inhomogeneous shape after N dimensions"
+        raise ValueError(
+            f"inputs[{index}] is ragged: its nested sequences have different "
+            f"lengths below the first seq_dims={seq_dims} axes ({e})"
+        ) from None
+    if array.dtype == object:
+        raise ValueError(
+            f"inputs[{index}] is ragged or holds non-numeric values; only its "
+            f"first seq_dims={seq_dims} axes can be padded"
+        )
+    if array.size == 0 and array.ndim < seq_dims:
+        array = array.reshape((0,) * seq_dims)
+    if array.ndim < seq_dims:
+        raise ValueError(
+            f"inputs[{index}] has {array.ndim} axes (shape {array.shape}); "
+            f"seq_dims={seq_dims} needs at least {seq_dims}"
+        )
+    return array
+
+
+def _trailing_shape(arrays, seq_dims):
+    """The common shape below the padded axes, checked across items."""
+    trailing, first = None, None
+    for i, a in enumerate(arrays):
+        if a.size == 0 and a.ndim == seq_dims:
+            continue  # `[]` adopts the other items' trailing shape
+        if trailing is None:
+            trailing, first = a.shape[seq_dims:], i
+        elif a.shape[seq_dims:] != trailing:
+            raise ValueError(
+                f"inputs[{i}] has shape {a.shape} but inputs[{first}] has shape "
+                f"{arrays[first].shape}; only the first seq_dims={seq_dims} axes "
+                "can differ between items"
+            )
+    if trailing is None:
+        return ()
+    for i, a in enumerate(arrays):
+        if a.size == 0 and a.ndim == seq_dims:
+            arrays[i] = a.reshape(a.shape + trailing)
+    return trailing
+
+
+def _target_length(length, arrays, seq_dims):
+    longest = np.max([a.shape[:seq_dims] for a in arrays], axis=0)
+    if length is None:
+        return tuple(int(n) for n in longest)
+    if isinstance(length, numbers.Integral):
+        length = [length] * seq_dims
+    if not isinstance(length, collections.abc.Sequence) or len(length) != seq_dims:
+        raise ValueError(
+            f"length must be None, an int or {seq_dims} ints, got {length!r}"
+        )
+    for n in length:
+        if n is not None and (not isinstance(n, numbers.Integral) or n < 0):
+            raise ValueError(f"length must hold ints >= 0 or None, got {length!r}")
+    return tuple(int(m if n is None else n) for n, m in zip(length, longest))
+
+
+def default_bucket_key(item):
+    """Length used to sort items when bucketing: `len` of the item's first field.
+
+    `(text, label)` and `[token_ids, segment_ids]` give `len` of their first
+    element, a dict the `len` of its first value, a string or a list of ids its own
+    `len`.
+    """
+    if isinstance(item, dict) and item:
+        item = next(iter(item.values()))
+    elif isinstance(item, (tuple, list)) and item and hasattr(item[0], "__len__"):
+        item = item[0]
+    if not hasattr(item, "__len__"):
+        raise ValueError(
+            f"cannot take a length of an item of type {type(item).__name__} for "
+            "bucketing; pass bucket_key=a function from an item to its length"
+        )
+    return len(item)
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+
+
+class DataGenerator:
+    """Base class for batch generators: subclass it and write `__iter__`.
+
+    `__iter__(self, random=False)` reads `self.sample(random)`, which yields
+    `(is_end, item)` pairs, and yields a batch when `len(batch) == self.batch_size
+    or is_end` (see the module docstring for a full example). The last, partial
+    batch of an epoch is kept.
+
+    Args:
+        data: the items: a list (anything with `len` and integer indexing) or any
+            iterable. With an iterable `len(generator)` is unknown and shuffling is
+            local, within `buffer_size` items; to train for several epochs it must
+            restart when iterated again (a one-shot generator object does not).
+        batch_size: items per batch, an int >= 1.
+        buffer_size: how many items are read ahead, for the local shuffle of an
+            iterable and for bucketing. Defaults to 1000 batches' worth without
+            bucketing (as bert4keras) and 100 batches' worth with it.
+        bucket: length bucketing (only when `random=True`): each buffer of items is
+            sorted by `bucket_key` and cut into batch-sized runs, and the runs are
+            shuffled (over the whole epoch for sized data, within the buffer for an
+            iterable), so a batch holds items of similar length and needs little
+            padding while the order of batches stays random. A smaller buffer keeps
+            batch composition more random between epochs, a larger one pads less.
+            The partial run, if any, comes last so batches stay aligned.
+        bucket_key: function from an item to its length; by default
+            `default_bucket_key` (`len` of the item's first field, e.g. the raw text
+            of a `(text, label)` pair, a good proxy for its number of tokens).
+        seed: seeds a private random state. By default numpy's global one is used,
+            so `np.random.seed` makes runs repeatable, as in bert4keras.
+
+    Attributes:
+        steps: batches per epoch, `ceil(len(data) / batch_size)`, or `None` for an
+            iterable without `len`.
+    """
+
+    def __init__(self, data, batch_size=32, buffer_size=None, bucket=False,
+                 bucket_key=None, seed=None):
+        if isinstance(data, (str, bytes)) or not _is_iterable(data):
+            raise TypeError(
+                f"data must be a list or an iterable of items, got {type(data).__name__}"
+            )
+        _check_positive_int("batch_size", batch_size)
+        if buffer_size is not None:
+            _check_positive_int("buffer_size", buffer_size)
+        if bucket_key is not None and not callable(bucket_key):
+            raise TypeError(f"bucket_key must be callable, got {bucket_key!r}")
+        if hasattr(data, "__len__") and not hasattr(data, "__getitem__"):
+            data = list(data)  # sets, dict views: shuffling needs indexing
+        self.data = data
+        self.batch_size = batch_size
+        self.steps = math.ceil(len(data) / batch_size) if hasattr(data, "__len__") else None
+        self.bucket = bool(bucket)
+        self.bucket_key = bucket_key or default_bucket_key
+        self.buffer_size = buffer_size or batch_size * (100 if bucket else 1000)
+        self._rng = None if seed is None else np.random.RandomState(seed)
+
+    @property
+    def random_state(self):
+        """The numpy random state used for shuffling."""
+        return np.random if self._rng is None else self._rng
+
+    def __len__(self):
+        if self.steps is None:
+            raise TypeError(
+                f"{type(self).__name__} reads an iterable without len(), so it has no "
+                "fixed number of steps per epoch; pass steps_per_epoch to fit"
+            )
+        return self.steps
+
+    def __iter__(self, random=False):
+        """Yields one epoch of batches; subclasses implement it with `sample`."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement __iter__(self, random=False), "
+            "yielding batches built from self.sample(random)"
+        )
+
+    def sample(self, random=False):
+        """Yields `(is_end, item)` for every item of one epoch.
+
+        Args:
+            random: shuffle (a fresh permutation for sized data, a local shuffle
+                within `buffer_size` for an iterable), or bucket by length when
+                the generator was built with `bucket=True`. With `False` items
+                come in `data` order.
+
+        Yields:
+            `(is_end, item)`, `is_end` being `True` for the epoch's last item only.
+        """
+        items = iter(self._items(random))
+        try:
+            current = next(items)
+        except StopIteration:
+            return
+        for item in items:
+            yield False, current
+            current = item
+        yield True, current
+
+    def _items(self, random):
+        if not random:
+            return iter(self.data)
+        if self.steps is None:
+            return self._stream_bucketed() if self.bucket else self._stream_shuffled()
+        return (self.data[i] for i in self.epoch_order(random))
+
+    def epoch_order(self, random=True):
+        """Indices into `data` in the order one epoch visits them (sized data only).
+
+        Batch `i` of the epoch holds `order[i * batch_size:(i + 1) * batch_size]`;
+        `sample` and `GeneratorDataset` both follow this order.
+        """
+        if self.steps is None:
+            raise TypeError("epoch_order needs data with len(); got an iterable")
+        n = len(self.data)
+        if not random:
+            return np.arange(n)
+        order = self.random_state.permutation(n)
+        if not self.bucket:
+            return order
+        lengths = self._lengths(self.data[i] for i in range(n))
+        runs = []
+        for start in range(0, n, self._chunk_size()):
+            runs.extend(self._sorted_runs(order[start:start + self._chunk_size()], lengths))
+        return np.concatenate(list(self._shuffle_runs(runs)))
+
+    def _chunk_size(self):
+        # A multiple of batch_size, so that only the epoch's last run is partial.
+        return math.ceil(self.buffer_size / self.batch_size) * self.batch_size
+
+    def _lengths(self, items):
+        lengths = [self.bucket_key(item) for item in items]
+        try:
+            return np.asarray(lengths, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(
+                "bucket_key must map every item to a number; got values such as "
+                f"{lengths[:3]!r}"
+            ) from None
+
+    def _sorted_runs(self, indices, lengths):
+        """Sorts `indices` by length (ties in their given, random order) and cuts
+        them into batch-sized runs."""
+        indices = indices[np.argsort(lengths[indices], kind="stable")]
+        return [indices[i:i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
+
+    def _shuffle_runs(self, runs):
+        full = [run for run in runs if len(run) == self.batch_size]
+        for i in self.random_state.permutation(len(full)):
+            yield full[i]
+        yield from (run for run in runs if len(run) < self.batch_size)
+
+    def _stream_shuffled(self):
+        """bert4keras's local shuffle: emit a random element of a full buffer."""
+        cache = []
+        for item in self.data:
+            cache.append(item)
+            if len(cache) > self.buffer_size:
+                yield self._pop_random(cache)
+        while cache:
+            yield self._pop_random(cache)
+
+    def _pop_random(self, cache):
+        i = self.random_state.randint(len(cache))
+        cache[i], cache[-1] = cache[-1], cache[i]  # O(1) removal
+        return cache.pop()
+
+    def _stream_bucketed(self):
+        chunk = []
+        for item in self.data:
+            chunk.append(item)
+            if len(chunk) == self._chunk_size():
+                yield from self._bucket_chunk(chunk)
+                chunk = []
+        if chunk:
+            yield from self._bucket_chunk(chunk)
+
+    def _bucket_chunk(self, chunk):
+        order = self.random_state.permutation(len(chunk))
+        runs = self._sorted_runs(order, self._lengths(chunk))
+        for run in self._shuffle_runs(runs):
+            yield from (chunk[i] for i in run)
+
+    def forfit(self, random=True):
+        """Yields batches forever, epoch after epoch, for `model.fit`.
+
+        Example: `model.fit(gen.forfit(), steps_per_epoch=len(gen), epochs=3)`.
+        Keras infers the batch signature from the first two batches (see the
+        module docstring); use `to_dataset` when that is a problem.
+
+        Raises:
+            ValueError: when an epoch yields no batch (empty data, or a one-shot
+                iterator consumed by the previous epoch).
+        """
+        while True:
+            empty = True
+            for batch in self.__iter__(random):
+                empty = False
+                yield batch
+            if empty:
+                raise ValueError(
+                    f"{type(self).__name__} yielded no batch in a whole epoch: data is "
+                    "empty or a one-shot iterator was used up by an earlier epoch"
+                )
+
+    def to_dataset(self, types, shapes, names=None, padded_batch=False, random=True,
+                   repeat=True):
+        """Wraps the generator in a prefetching `tf.data.Dataset`.
+
+        Two modes:
+
+        - `padded_batch=False`: `__iter__` yields whole padded batches (as for
+          `forfit`), and `types`/`shapes` describe one batch, with `None` for the
+          batch axis and every variable length, e.g.
+          `types=(('int32', 'int32'), 'int32')`,
+          `shapes=(([None, None], [None, None]), [None, 1])`.
+        - `padded_batch=True`: `__iter__` yields single items, unpadded, and
+          `tf.data` groups `batch_size` of them, padding with zeros to the longest;
+          `types`/`shapes` describe one item (e.g. `[None]` for token ids). Unlike
+          bert4keras, the batch-yielding mode is not batched a second time.
+
+        Args:
+            types: nested structure (tuples, lists, dicts) of dtypes matching what
+                `__iter__` yields.
+            shapes: the same structure with a shape (list of ints or `None`) per dtype.
+            names: optional Keras input names to turn yielded tuples into dicts
+                (bert4keras semantics): a string wraps the whole element as
+                `{names: element}`, a sequence of strings zips with the element,
+                a sequence of such sequences zips group by group, e.g.
+                `names=(('Input-Token', 'Input-Segment'), ('label',))`.
+            padded_batch: see above.
+            random: passed to `__iter__`.
+            repeat: loop forever like `forfit` (bert4keras behaviour: pass
+                `steps_per_epoch=len(generator)` to `fit`). With `False` the dataset
+                holds one epoch and is reshuffled each time it is iterated; for sized
+                data it declares `len(generator)` batches, and iterating fails if
+                `__iter__` yields another number.
+
+        Returns:
+            A `tf.data.Dataset`, prefetched with `tf.data.AUTOTUNE`.
+        """
+        wrap = _names_wrapper(names)
+        try:
+            signature = _signature(wrap(types), wrap(shapes))
+        except (TypeError, ValueError, KeyError) as e:
+            raise ValueError(f"types and shapes do not describe the same structure: {e}") from e
+
+        def generator():
+            batches = self.forfit(random) if repeat else self.__iter__(random)
+            for element in batches:
+                yield _conform(signature, wrap(element), "element")
+
+        dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
+        if padded_batch:
+            dataset = dataset.padded_batch(self.batch_size)
+        if not repeat and self.steps is not None:
+            # A known length lets fit show progress instead of warning that the
+            # input "ran out of data" at the end of every epoch.
+            dataset = dataset.apply(tf.data.experimental.assert_cardinality(self.steps))
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+    def to_pydataset(self, random=True, workers=1, use_multiprocessing=False,
+                     max_queue_size=10):
+        """Returns a `GeneratorDataset` (a `keras.utils.PyDataset`) of this generator.
+
+        Example: `model.fit(gen.to_pydataset(workers=2, use_multiprocessing=True),
+        epochs=3)`; no `steps_per_epoch` is needed.
+        """
+        return GeneratorDataset(self, random=random, workers=workers,
+                                use_multiprocessing=use_multiprocessing,
+                                max_queue_size=max_queue_size)
+
+
+def _names_wrapper(names):
+    """bert4keras's `to_dataset(names=...)` wrapping of elements into dicts."""
+    if names is None:
+        return lambda element: element
+    if isinstance(names, str):
+        return lambda element: {names: element}
+    if all(isinstance(name, str) for name in names):
+        return lambda element: dict(zip(names, element, strict=True))
+    return lambda element: tuple(
+        dict(zip(group, values, strict=True)) for group, values in zip(names, element, strict=True)
+    )
+
+
+def _is_dtype(x):
+    return isinstance(x, (str, tf.DType, np.dtype, type))
+
+
+def _signature(types, shapes):
+    if _is_dtype(types):
+        return tf.TensorSpec(shape=shapes, dtype=types)
+    if isinstance(types, dict):
+        return {key: _signature(t, shapes[key]) for key, t in types.items()}
+    if len(types) != len(shapes):
+        raise ValueError(f"{len(types)} dtypes in {types!r} but {len(shapes)} shapes in {shapes!r}")
+    return tuple(_signature(t, s) for t, s in zip(types, shapes))
+
+
+def _conform(spec, value, path):
+    """Matches a yielded element to the signature (lists become tuples) or says
+    where it differs."""
+    if isinstance(spec, tf.TensorSpec):
+        return value
+    if isinstance(spec, dict):
+        if not isinstance(value, dict) or set(value) != set(spec):
+            raise ValueError(f"{path} should be a dict with keys {sorted(spec)}, got {value!r:.80}")
+        return {key: _conform(s, value[key], f"{path}[{key!r}]") for key, s in spec.items()}
+    if not isinstance(value, (list, tuple)) or len(value) != len(spec):
+        raise ValueError(
+            f"{path} should be a sequence of {len(spec)} parts to match types, got "
+            f"{type(value).__name__}"
+        )
+    return tuple(_conform(s, v, f"{path}[{i}]") for i, (s, v) in enumerate(zip(spec, value)))
+
+
+class GeneratorDataset(keras.utils.PyDataset):
+    """A `keras.utils.PyDataset` over a `DataGenerator`: parallel, exactly-once batches.
+
+    A Python generator cannot be shared by several workers: each would replay it
+    (duplicated batches) or race on it (lost ones). Here the parent process fixes
+    each epoch's plan, which items form batch `i` (the shuffle or bucketing
+    `sample(random)` would use), and `__getitem__(i)` runs the generator's unchanged
+    `__iter__` on just those items. Any worker can build any batch, and Keras asks
+    for every index once per epoch. The plan is redrawn in `on_epoch_end`, after
+    Keras stopped the epoch's workers and before it starts the next ones.
+
+    Use it when per-batch Python work (tokenization, feature building) is a real
+    share of the step time and a core is free for it. The costs:
+
+    - `data` needs `len()` and indexing (a list), not a plain iterable.
+    - Batches are pickled from workers to the trainer, and Keras starts a pool of
+      processes at every epoch (a fork of the training process on Linux).
+    - Where processes are spawned rather than forked (macOS, Windows, and Linux
+      from Python 3.14 on), the generator is pickled: define its class at module
+      level and keep its attributes picklable.
+    - `__iter__` must not use TensorFlow in worker processes, and must yield one
+      batch for `batch_size` items (the usual pattern does; it is checked).
+    - Workers start from a copy of numpy's global random state, so random
+      augmentation in `__iter__` repeats across workers unless seeded per batch.
+    - Keras infers the batch signature from batches 0 and 1, as for `forfit`.
+
+    `use_multiprocessing=False` with `workers > 1` builds batches in threads, which
+    only helps when that work releases the GIL.
+
+    Args:
+        generator: a `DataGenerator` over sized data.
+        random: shuffle (and bucket, if the generator does) afresh every epoch.
+        workers: processes or threads building batches (1: in the trainer).
+        use_multiprocessing: processes instead of threads.
+        max_queue_size: batches built ahead.
+    """
+
+    def __init__(self, generator, random=True, workers=1, use_multiprocessing=False,
+                 max_queue_size=10):
+        if not isinstance(generator, DataGenerator):
+            raise TypeError(f"generator must be a DataGenerator, got {type(generator).__name__}")
+        if generator.steps is None:
+            raise ValueError(
+                "GeneratorDataset needs a DataGenerator over data with len() (a list); "
+                "an iterable cannot be split into batches ahead of time"
+            )
+        _check_positive_int("workers", workers)
+        super().__init__(workers=workers, use_multiprocessing=use_multiprocessing,
+                         max_queue_size=max_queue_size)
+        self.generator = generator
+        self.random = random
+        self._plan = self._make_plan()
+
+    def _make_plan(self):
+        order = self.generator.epoch_order(self.random)
+        size = self.generator.batch_size
+        return [order[i:i + size] for i in range(0, len(order), size)]
+
+    def __len__(self):
+        return len(self._plan)
+
+    def __getitem__(self, index):
+        if not 0 <= index < len(self._plan):
+            raise IndexError(f"batch index {index} out of range for {len(self._plan)} batches")
+        items = [self.generator.data[i] for i in self._plan[index]]
+        view = copy.copy(self.generator)  # never mutate the shared generator
+        view.data, view.batch_size, view.steps, view.bucket = items, len(items), 1, False
+        batches = []
+        for batch in view.__iter__(False):
+            batches.append(batch)
+            if len(batches) > 1:
+                break
+        if len(batches) != 1:
+            raise ValueError(
+                f"{type(self.generator).__name__}.__iter__ yielded {len(batches)} "
+                f"batches for {len(items)} items with batch_size={len(items)}; "
+                "GeneratorDataset needs exactly one (yield when "
+                "len(batch) == self.batch_size or is_end)"
+            )
+        return batches[0]
+
+    def on_epoch_end(self):
+        """Draws the next epoch's plan."""
+        self._plan = self._make_plan()
+
+
+def progress(generator, random=False, desc=None, disable=False):
+    """Iterates one epoch of a generator with a `tqdm` progress bar.
+
+    The loop for prediction and custom evaluation:
+
+    ```python
+    probs = np.concatenate(
+        [model.predict_on_batch(x) for x, _ in progress(valid_generator, desc="predict")]
+    )
+    ```
+
+    Args:
+        generator: a `DataGenerator` (its `__iter__(random)` is used, the total is
+            `generator.steps`) or any iterable.
+        random: passed to the generator's `__iter__`.
+        desc: label of the bar.
+        disable: no bar (e.g. in logs).
+
+    Returns:
+        A `tqdm` iterator over the batches.
+    """
+    if isinstance(generator, DataGenerator):
+        iterable, total = generator.__iter__(random), generator.steps
+    else:
+        iterable = generator
+        total = len(generator) if hasattr(generator, "__len__") else None
+    return tqdm(iterable, total=total, desc=desc, disable=disable)
+
+
+class Evaluator(keras.callbacks.Callback):
+    """Scores the model on a generator after each epoch and keeps the best weights.
+
+    The callback every bert4keras example writes by hand. The default `evaluate`
+    is the accuracy of `argmax(model(x))` against integer labels (`[B]` or
+    `[B, 1]`) over one pass of `generator`; override it for other scores (F1 of
+    decoded spans, exact match, ...).
+
+    Args:
+        generator: a `DataGenerator` (or iterable) yielding `(x, y)` batches.
+        name: the key of the score in the epoch's `logs` (and so in `History`).
+        filepath: if set, `model.save_weights(filepath)` whenever the score improves
+            (a `.weights.h5` path).
+        mode: `'max'` (higher is better) or `'min'`.
+        verbose: print the score and show a progress bar.
+
+    Example:
+
+    ```python
+    evaluator = Evaluator(valid_generator, filepath="best.weights.h5")
+    model.fit(train_generator.forfit(), steps_per_epoch=len(train_generator),
+              epochs=10, callbacks=[evaluator])
+    ```
+    """
+
+    def __init__(self, generator, name="val_score", filepath=None, mode="max", verbose=1):
+        super().__init__()
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        self.generator, self.name, self.filepath = generator, name, filepath
+        self.mode, self.verbose = mode, verbose
+        self.best = -math.inf if mode == "max" else math.inf
+
+    def evaluate(self):
+        """Returns the score of `self.model` on `self.generator` (accuracy here)."""
+        right = total = 0
+        for x, y in progress(self.generator, desc=self.name, disable=not self.verbose):
+            pred = np.argmax(np.asarray(self.model.predict_on_batch(x)), axis=-1)
+            y = np.asarray(y).reshape(pred.shape)
+            right += int((pred == y).sum())
+            total += y.size
+        if not total:
+            raise ValueError("Evaluator: the generator yielded no batch")
+        return right / total
+
+    def on_epoch_end(self, epoch, logs=None):
+        score = float(self.evaluate())
+        if logs is not None:
+            logs[self.name] = score
+        if score > self.best if self.mode == "max" else score < self.best:
+            self.best = score
+            if self.filepath:
+                self.model.save_weights(self.filepath)
+        if self.verbose:
+            print(f"{self.name}: {score:.5f}, best {self.name}: {self.best:.5f}")
