@@ -64,17 +64,36 @@ def ensure_demo_checkpoint(directory=None):
              os.path.join(directory, "vocab.txt"))
     if all(os.path.exists(p) for p in (paths[0], paths[1] + ".index", paths[2])):
         return paths
-    os.makedirs(directory, exist_ok=True)
     vocab_path = shared_vocab_path()
     if vocab_path is None:
+        os.makedirs(directory, exist_ok=True)
         vocab_path = os.path.join(directory, "vocab.txt")
         with open(vocab_path + ".tmp", "w", encoding="utf-8") as f:
             f.write("\n".join(builtin_vocab_tokens()) + "\n")
         os.replace(vocab_path + ".tmp", vocab_path)
-    with open(vocab_path, encoding="utf-8") as f:
-        vocab_size = sum(1 for _ in f)
-    builder = build_transformer_model(vocab_size=vocab_size, with_nsp=True, with_mlm=True,
-                                      return_keras_model=False, **DEMO_CONFIG)
-    save_checkpoint_dir(builder, directory, vocab_path=vocab_path)
+    make_random_checkpoint(directory, vocab_path, **DEMO_CONFIG)
     print(f"Created a small RANDOM BERT checkpoint in {directory} (vocab: {vocab_path}).")
     return paths
+
+
+def make_random_checkpoint(directory, vocab_path, seed=None, **config):
+    """Writes a randomly initialised BERT (all heads) as a Google checkpoint directory.
+
+    Args:
+        directory: where ``bert_config.json``, ``bert_model.ckpt.*`` and ``vocab.txt`` go.
+        vocab_path: the vocabulary; its line count sets ``vocab_size``.
+        seed: seeds the initialisation.
+        **config: ``BertConfig`` keys (``hidden_size``, ``num_hidden_layers``, ...).
+
+    Returns:
+        ``(config_path, checkpoint_prefix, vocab_path)`` of the written directory.
+    """
+    import keras
+
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    with open(vocab_path, encoding="utf-8") as f:
+        vocab_size = sum(1 for line in f if line.strip())
+    builder = build_transformer_model(vocab_size=vocab_size, with_nsp=True, with_mlm=True,
+                                      return_keras_model=False, **config)
+    return save_checkpoint_dir(builder, directory, vocab_path=vocab_path)
