@@ -3,12 +3,6 @@
 Importing the package registers every custom layer, optimizer and schedule with
 Keras, so ``keras.models.load_model('m.keras')`` works after ``import bertkit``.
 """
-import os
-
-# TensorFlow's C++ start-up chatter (oneDNN notices, CPU feature lines) is INFO-level
-# noise for a user; a value set by the user is kept.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-
 __version__ = "0.1.0"
 
 from bertkit import config  # noqa: F401
@@ -16,3 +10,5 @@ from bertkit import layers  # noqa: F401
 from bertkit import models  # noqa: F401
 from bertkit import checkpoints  # noqa: F401
 from bertkit import data  # noqa: F401
+from bertkit import tokenizers  # noqa: F401
+from bertkit import heads  # noqa: F401
