@@ -334,3 +334,110 @@ class TakeToken(keras.layers.Layer):
         config = super().get_config()
         config.update(index=self.index)
         return config
+
+
+@_register
+class ConditionalLayerNormalization(keras.layers.Layer):
+    """Layer normalization whose gain and bias are shifted by a condition vector.
+
+    ``layer(x, condition=c)``, with ``x: [B, T, H]`` (or ``[B, H]``) and ``c: [B, C]``,
+    normalises ``x`` over its last axis and returns
+    ``x_hat * (gamma + c @ W_gamma) + (beta + c @ W_beta)``, the condition broadcast over
+    the middle axes. ``W_gamma`` and ``W_beta`` start at zero, so a new layer is exactly
+    the plain layer norm with gain ``gamma`` and bias ``beta`` (and, loaded from a
+    checkpoint, exactly the pretrained norm) until training moves them. This is the
+    "conditional layer normalization" of bert4keras (Su Jianlin), used to feed a
+    subject into the object pointer of a triple extractor or a class into a generator.
+    Without ``condition`` the layer is the plain layer norm. Statistics are computed in
+    float32 whatever the compute dtype, as Keras's ``LayerNormalization`` does.
+
+    Weights, in this order: ``gamma`` and ``beta`` (shaped and named as those of
+    ``keras.layers.LayerNormalization``, so checkpoint tables map onto them), then
+    ``hidden_kernel`` (with ``hidden_units``), ``gamma_kernel`` and ``beta_kernel``.
+
+    Args:
+        epsilon: added to the variance (BERT: 1e-12).
+        hidden_units: if set, the condition is first mapped by a bias-free dense layer
+            of this width (useful when the condition is much wider than ``H``).
+        hidden_activation: activation of that mapping (a name of
+            :func:`get_activation`), default ``'linear'``.
+        hidden_initializer: initializer of ``hidden_kernel``.
+
+    Example:
+
+    >>> norm = ConditionalLayerNormalization(epsilon=1e-12, name='Object-Norm')
+    >>> y = norm(hidden, condition=subject_vector)   # [B, T, H], [B, 2H] -> [B, T, H]
+    """
+
+    def __init__(self, epsilon=1e-12, hidden_units=None, hidden_activation="linear",
+                 hidden_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        if hidden_units is not None and (not isinstance(hidden_units, int) or hidden_units < 1):
+            raise ValueError(f"hidden_units must be a positive int or None, got {hidden_units!r}")
+        self.epsilon = epsilon
+        self.hidden_units = hidden_units
+        self.hidden_activation = hidden_activation
+        self.hidden_activation_fn = get_activation(hidden_activation)
+        self.hidden_initializer = _initializer(hidden_initializer)
+        self.condition_size = None
+
+    def build(self, inputs_shape, condition_shape=None):
+        width = inputs_shape[-1]
+        # gamma and beta first: checkpoint tables map the first two weights.
+        self.gamma = self.add_weight(shape=(width,), initializer="ones", name="gamma")
+        self.beta = self.add_weight(shape=(width,), initializer="zeros", name="beta")
+        if condition_shape is None:
+            return
+        self.condition_size = condition_shape[-1]
+        if self.condition_size is None:
+            raise ValueError(f"{self.name}: the condition's last axis must be known")
+        size = self.condition_size
+        if self.hidden_units:
+            self.hidden_kernel = self.add_weight(
+                shape=(size, self.hidden_units), initializer=self.hidden_initializer,
+                name="hidden_kernel")
+            size = self.hidden_units
+        self.gamma_kernel = self.add_weight(shape=(size, width), initializer="zeros",
+                                            name="gamma_kernel")
+        self.beta_kernel = self.add_weight(shape=(size, width), initializer="zeros",
+                                           name="beta_kernel")
+
+    def call(self, inputs, condition=None):
+        x = ops.cast(inputs, "float32")
+        mean = ops.mean(x, axis=-1, keepdims=True)
+        variance = ops.var(x, axis=-1, keepdims=True)
+        normed = (x - mean) * ops.rsqrt(variance + self.epsilon)
+        gamma, beta = ops.cast(self.gamma, "float32"), ops.cast(self.beta, "float32")
+        if condition is not None:
+            if self.condition_size is None:
+                raise ValueError(f"{self.name} was built without a condition; call it with "
+                                 "`condition=` the first time too")
+            shift_gamma, shift_beta = self._condition_shifts(condition)
+            # [B, H] -> [B, 1, ..., H] to broadcast over the positions of `inputs`.
+            for _ in range(len(x.shape) - len(shift_gamma.shape)):
+                shift_gamma = ops.expand_dims(shift_gamma, 1)
+                shift_beta = ops.expand_dims(shift_beta, 1)
+            gamma, beta = gamma + shift_gamma, beta + shift_beta
+        return ops.cast(normed * gamma + beta, self.compute_dtype)
+
+    def _condition_shifts(self, condition):
+        dtype = self.compute_dtype
+        c = ops.cast(condition, dtype)
+        if self.hidden_units:
+            c = self.hidden_activation_fn(ops.matmul(c, ops.cast(self.hidden_kernel, dtype)))
+        shift_gamma = ops.matmul(c, ops.cast(self.gamma_kernel, dtype))
+        shift_beta = ops.matmul(c, ops.cast(self.beta_kernel, dtype))
+        return ops.cast(shift_gamma, "float32"), ops.cast(shift_beta, "float32")
+
+    def compute_output_shape(self, inputs_shape, condition_shape=None):
+        return inputs_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            epsilon=self.epsilon,
+            hidden_units=self.hidden_units,
+            hidden_activation=self.hidden_activation,
+            hidden_initializer=keras.initializers.serialize(self.hidden_initializer),
+        )
+        return config
