@@ -24,6 +24,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from bertkit import layers as bk_layers
+
 logger = logging.getLogger("bertkit")
 
 # Weight order of each bertkit layer kind, as Google names the pieces.
@@ -135,10 +137,11 @@ def load_weights_from_checkpoint(model, checkpoint_path, keep_tokens=None):
     assignments, problems, used = [], [], set()
     for layer_name, variable_names in mapping.items():
         layer = keras_model.get_layer(layer_name)
-        if len(layer.weights) != len(variable_names):
-            raise ValueError(f"layer {layer_name} has {len(layer.weights)} weights, the "
+        weights = _checkpoint_weights(layer)
+        if len(weights) != len(variable_names):
+            raise ValueError(f"layer {layer_name} has {len(weights)} weights, the "
                              f"checkpoint table expects {len(variable_names)}")
-        for weight, variable_name in zip(layer.weights, variable_names):
+        for weight, variable_name in zip(weights, variable_names):
             if variable_name not in available:
                 problems.append(f"variable {variable_name} (for {weight.path}) is missing")
                 continue
@@ -163,6 +166,17 @@ def load_weights_from_checkpoint(model, checkpoint_path, keep_tokens=None):
     for weight, value in assignments:
         weight.assign(value.astype(weight.dtype))
     _report_unused(path, set(available) - used)
+
+
+def _checkpoint_weights(layer):
+    """The weights of ``layer`` that a checkpoint holds, in table order.
+
+    A conditional layer norm's condition projections are new (zero-initialised), so only
+    its ``gamma`` and ``beta`` come from, and go to, the checkpoint.
+    """
+    if isinstance(layer, bk_layers.ConditionalLayerNormalization):
+        return layer.weights[:2]
+    return layer.weights
 
 
 def _keep_rows(value, keep_tokens, variable_name):

@@ -36,12 +36,22 @@ class Transformer:
         keep_tokens: original token ids kept (see ``load_vocab(simplified=True)``); the
             model's vocabulary is then ``len(keep_tokens)``.
         name: the Keras model's name.
+        layer_norm_cond: makes every layer norm a
+            :class:`~bertkit.layers.ConditionalLayerNormalization` fed by a condition
+            vector ``[B, C]``: an int ``C`` adds a model input ``Input-Condition`` of that
+            width; a ``keras.Input`` tensor is used (and added to the inputs) as is. The
+            norms keep their names and their ``gamma``/``beta`` load from checkpoints;
+            the condition projections start at zero, so the model starts unconditioned.
+        layer_norm_cond_hidden_size: optional width of a bias-free dense mapping of the
+            condition inside each norm (bert4keras's ``layer_norm_cond_hidden_size``).
+        layer_norm_cond_hidden_act: activation of that mapping (default ``'linear'``).
     """
 
     model_type = None
 
     def __init__(self, config, with_pool=False, with_nsp=False, with_mlm=False,
-                 keep_tokens=None, name=None):
+                 keep_tokens=None, name=None, layer_norm_cond=None,
+                 layer_norm_cond_hidden_size=None, layer_norm_cond_hidden_act=None):
         if keep_tokens is not None:
             keep_tokens = [int(i) for i in keep_tokens]
             bad = [i for i in keep_tokens if not 0 <= i < config.vocab_size]
@@ -61,6 +71,9 @@ class Transformer:
         self.name = name or self.model_type
         self.layers = {}
         self.model = None
+        self.layer_norm_cond = _condition_input(layer_norm_cond)
+        self.layer_norm_cond_hidden_size = layer_norm_cond_hidden_size
+        self.layer_norm_cond_hidden_act = layer_norm_cond_hidden_act or "linear"
 
     # -- building -----------------------------------------------------------------
 
@@ -89,8 +102,21 @@ class Transformer:
         for index in range(self.config.num_hidden_layers):
             x = self.apply_main_layers(x, index)
         outputs = self.apply_final_layers(x)
+        if self.layer_norm_cond is not None:
+            inputs = inputs + [self.layer_norm_cond]
         self.model = keras.Model(inputs, outputs, name=self.name)
         return self.model
+
+    def apply_norm(self, x, name):
+        """The layer norm ``name`` on ``x``; conditional when ``layer_norm_cond`` is set."""
+        epsilon = self.config.layer_norm_eps
+        if self.layer_norm_cond is None:
+            return self.apply(x, keras.layers.LayerNormalization, name, epsilon=epsilon)
+        return self.apply(x, bk_layers.ConditionalLayerNormalization, name,
+                          arguments={"condition": self.layer_norm_cond}, epsilon=epsilon,
+                          hidden_units=self.layer_norm_cond_hidden_size,
+                          hidden_activation=self.layer_norm_cond_hidden_act,
+                          hidden_initializer=self.initializer)
 
     def apply_embeddings(self, inputs):
         raise NotImplementedError
@@ -132,8 +158,7 @@ class BERT(Transformer):
         x = self.apply(x, bk_layers.PositionEmbedding, "Embedding-Position",
                        input_dim=c.max_position_embeddings, output_dim=width,
                        embeddings_initializer=self.initializer)
-        x = self.apply(x, keras.layers.LayerNormalization, "Embedding-Norm",
-                       epsilon=c.layer_norm_eps)
+        x = self.apply_norm(x, "Embedding-Norm")
         x = self.apply(x, keras.layers.Dropout, "Embedding-Dropout", rate=c.hidden_dropout_prob)
         if width != c.hidden_size:
             x = self.apply(x, keras.layers.Dense, "Embedding-Mapping", units=c.hidden_size,
@@ -161,8 +186,7 @@ class BERT(Transformer):
         y = self.apply(y, keras.layers.Dropout, f"{per_block}-MultiHeadSelfAttention-Dropout",
                        rate=c.hidden_dropout_prob)
         x = self.apply([x, y], keras.layers.Add, f"{per_block}-MultiHeadSelfAttention-Add")
-        x = self.apply(x, keras.layers.LayerNormalization, f"{attention_name}-Norm",
-                       epsilon=c.layer_norm_eps)
+        x = self.apply_norm(x, f"{attention_name}-Norm")
 
         y = self.apply(x, bk_layers.FeedForward, feed_forward_name,
                        units=c.intermediate_size, activation=c.activation,
@@ -170,8 +194,7 @@ class BERT(Transformer):
         y = self.apply(y, keras.layers.Dropout, f"{per_block}-FeedForward-Dropout",
                        rate=c.hidden_dropout_prob)
         x = self.apply([x, y], keras.layers.Add, f"{per_block}-FeedForward-Add")
-        x = self.apply(x, keras.layers.LayerNormalization, f"{feed_forward_name}-Norm",
-                       epsilon=c.layer_norm_eps)
+        x = self.apply_norm(x, f"{feed_forward_name}-Norm")
         return x
 
     def apply_final_layers(self, x):
@@ -191,8 +214,7 @@ class BERT(Transformer):
             y = self.apply(x, keras.layers.Dense, "MLM-Dense", units=self.embedding_size(),
                            activation=bk_layers.get_activation(c.activation),
                            kernel_initializer=self.initializer)
-            y = self.apply(y, keras.layers.LayerNormalization, "MLM-Norm",
-                           epsilon=c.layer_norm_eps)
+            y = self.apply_norm(y, "MLM-Norm")
             y = self.apply(y, bk_layers.Embedding, "Embedding-Token", arguments={"mode": "dense"})
             y = self.apply(y, bk_layers.BiasAdd, "MLM-Bias")
             activation = "linear" if self.with_mlm == "linear" else "softmax"
@@ -235,7 +257,9 @@ BUILDERS = {"bert": BERT, "roberta": RoBERTa, "albert": ALBERT}
 
 def build_transformer_model(config_path=None, checkpoint_path=None, model="bert",
                             with_pool=False, with_nsp=False, with_mlm=False,
-                            keep_tokens=None, return_keras_model=True, **overrides):
+                            keep_tokens=None, return_keras_model=True, layer_norm_cond=None,
+                            layer_norm_cond_hidden_size=None, layer_norm_cond_hidden_act=None,
+                            **overrides):
     """Builds a BERT/RoBERTa/ALBERT encoder and optionally loads a Google checkpoint.
 
     Args:
@@ -249,6 +273,11 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
         with_mlm: output masked-LM probabilities ``[B, T, V]`` with the output matrix
             tied to the token embedding; ``'linear'`` gives logits.
         keep_tokens: list of token ids to keep from the checkpoint's vocabulary.
+        layer_norm_cond: condition every layer norm on a vector ``[B, C]``: an int ``C``
+            (adds the input ``Input-Condition``) or a ``keras.Input``; see
+            :class:`Transformer`. The model's inputs become
+            ``[Input-Token, Input-Segment, condition]``.
+        layer_norm_cond_hidden_size, layer_norm_cond_hidden_act: see :class:`Transformer`.
         return_keras_model: ``False`` returns the builder (``.model``, ``.config``,
             ``.layer(name)``) so that it can be extended.
         **overrides: config keys to override, e.g. ``num_hidden_layers=4`` to load only
@@ -268,13 +297,29 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
         raise ValueError(f"unknown model {model!r}; expected one of {sorted(BUILDERS)}")
     config = _resolve_config(config_path, overrides)
     builder = BUILDERS[key](config, with_pool=with_pool, with_nsp=with_nsp,
-                            with_mlm=with_mlm, keep_tokens=keep_tokens)
+                            with_mlm=with_mlm, keep_tokens=keep_tokens,
+                            layer_norm_cond=layer_norm_cond,
+                            layer_norm_cond_hidden_size=layer_norm_cond_hidden_size,
+                            layer_norm_cond_hidden_act=layer_norm_cond_hidden_act)
     builder.build()
     if checkpoint_path is not None:
         from bertkit import checkpoints  # imported here: checkpoints imports models
 
         checkpoints.load_weights_from_checkpoint(builder, checkpoint_path)
     return builder.model if return_keras_model else builder
+
+
+def _condition_input(value):
+    """``layer_norm_cond`` as a Keras input tensor (or None), with a clear error."""
+    if value is None or isinstance(value, keras.KerasTensor):
+        if value is not None and len(value.shape) != 2:
+            raise ValueError(f"layer_norm_cond must be a [batch, width] input, got shape "
+                             f"{tuple(value.shape)}")
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return keras.Input(shape=(value,), name="Input-Condition")
+    raise TypeError(f"layer_norm_cond must be None, a positive int (the condition's width) "
+                    f"or a keras.Input tensor, got {value!r}")
 
 
 def _resolve_config(config_path, overrides):
