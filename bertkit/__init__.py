@@ -12,3 +12,4 @@ from bertkit import checkpoints  # noqa: F401
 from bertkit import data  # noqa: F401
 from bertkit import tokenizers  # noqa: F401
 from bertkit import heads  # noqa: F401
+from bertkit import optimizers  # noqa: F401

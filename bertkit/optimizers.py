@@ -1,0 +1,885 @@
+"""Derived optimizers in the bert4keras style, for Keras 3.
+
+Each ``extend_with_*`` function takes a Keras optimizer class (``SGD``, ``Adam``,
+``AdamW``, ``Lion``, ``Adafactor``, bertkit's ``Adam`` or an already derived class)
+and returns a subclass with one more behaviour; they nest::
+
+    AdamWLR = extend_with_piecewise_linear_lr(extend_with_weight_decay(Adam))
+    optimizer = AdamWLR(learning_rate=2e-5, weight_decay_rate=0.01,
+                        exclude_from_weight_decay=["Norm", "bias"],
+                        lr_schedule={1000: 1.0, 10000: 0.0})
+
+Write ``g`` for a variable's gradient, ``lr`` for its learning rate, ``w`` for its
+value and ``lr * h`` for the step the base optimizer would take (``h = -delta / lr``).
+All derived classes share one pipeline, run per variable inside ``update_step``:
+
+1. gradient accumulation: add ``g`` to an accumulator; every ``k``-th step go on
+   with the mean of the last ``k`` gradients, otherwise stop here;
+2. ``gradient_transform(g, variable)``;
+3. ``lr`` times the parameter-wise factor (the piecewise-linear factor is already in
+   ``optimizer.learning_rate``);
+4. the base optimizer's own ``update_step``, with its write to ``w`` captured as a
+   step instead of applied (lazy optimization masks its writes to the slots);
+5. step transforms, innermost extension first: weight decay, layer adaptation;
+6. the step is added to ``w`` (only on rows with a gradient, for lazy variables);
+7. lookahead, then the exponential moving average.
+
+Running per variable inside ``update_step`` is what makes everything work under
+``tf.distribute``: Keras calls ``update_step`` once per device copy after the
+gradients are all-reduced, so no extension needs a synchronisation point of its own
+(Keras's own ``gradient_accumulation_steps`` puts one inside a ``cond`` and fails
+under ``MirroredStrategy``). Base optimizers must write to the model variable only
+through ``self.assign*``, as every Keras optimizer does. Learning-rate schedules of
+derived optimizers see the number of real updates, also with gradient accumulation.
+
+Derived optimizers serialize: their config records the base class and the
+extensions, so ``keras.models.load_model`` rebuilds the class after ``import
+bertkit`` even in a fresh process. The base class must be a Keras optimizer or be
+registered with ``keras.saving.register_keras_serializable``.
+"""
+import contextlib
+import re
+
+import keras
+import tensorflow as tf  # only to recognise tf.IndexedSlices (embedding gradients)
+from keras import ops
+
+_PACKAGE = "bertkit"
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Adam(keras.optimizers.Adam):
+    """Keras's Adam with an optional switch to Google's BERT update.
+
+    With ``bias_correction=False`` the step is ``lr * m / (sqrt(v) + epsilon)``, the
+    update of Google's ``AdamWeightDecayOptimizer``; with weight decay on top,
+    ``extend_with_weight_decay(Adam)(bias_correction=False, epsilon=1e-6, ...)``
+    reproduces it. ``epsilon`` defaults to 1e-6 as in bert4keras and Google's BERT
+    (Keras uses 1e-7); all other arguments are those of ``keras.optimizers.Adam``.
+    Sparse gradients (embedding lookups) are made dense first: Keras's Adam squares
+    the slices of a ``tf.IndexedSlices`` one by one, which is wrong for repeated tokens.
+
+    Args:
+        bias_correction: divide the moments by ``1 - beta**t`` (Keras's and the Adam
+            paper's update) or not (Google's BERT).
+    """
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-6,
+                 amsgrad=False, bias_correction=True, **kwargs):
+        super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2,
+                         epsilon=epsilon, amsgrad=amsgrad, **kwargs)
+        self.bias_correction = bool(bias_correction)
+
+    def update_step(self, gradient, variable, learning_rate):
+        """One Adam step; without bias correction, Google's ``AdamWeightDecayOptimizer``."""
+        # Keras squares a tf.IndexedSlices gradient slice by slice, so a token seen
+        # twice in a batch adds g1**2 + g2**2 to `v` instead of (g1 + g2)**2.
+        gradient = _dense(gradient)
+        if self.bias_correction:
+            return super().update_step(gradient, variable, learning_rate)
+        lr = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        index = self._get_variable_index(variable)
+        m, v = self._momentums[index], self._velocities[index]
+        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
+        self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
+        if self.amsgrad:
+            v_hat = self._velocity_hats[index]
+            self.assign(v_hat, ops.maximum(v_hat, v))
+            v = v_hat
+        self.assign_sub(variable, ops.divide(ops.multiply(m, lr), ops.add(ops.sqrt(v), self.epsilon)))
+
+    def get_config(self):
+        config = super().get_config()
+        config["bias_correction"] = self.bias_correction
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class PiecewiseLinear(keras.optimizers.schedules.LearningRateSchedule):
+    """A piecewise-linear function of the step, bert4keras's ``piecewise_linear``.
+
+    ``{1000: 1e-4, 2000: 1e-5}`` is 0 at step 0, rises linearly to 1e-4 at step
+    1000, falls to 1e-5 at step 2000 and stays there. Without a key 0 the function
+    starts from 0 (warm-up); give ``{0: value, ...}`` to start elsewhere.
+
+    Args:
+        schedule: dict from step (int >= 0) to value.
+
+    Example:
+        >>> optimizer = keras.optimizers.Adam(PiecewiseLinear({1000: 1e-4, 10000: 0.0}))
+    """
+
+    def __init__(self, schedule):
+        self.schedule = dict(_schedule_points(schedule, "schedule"))
+
+    def __call__(self, step):
+        return _piecewise_linear(step, _schedule_points(self.schedule, "schedule", with_zero=True))
+
+    def get_config(self):
+        return {"schedule": dict(self.schedule)}
+
+
+def _schedule_points(schedule, argument, with_zero=False):
+    """Sorted ``(step, value)`` pairs of a ``{step: value}`` dict (JSON keys are strings)."""
+    if not isinstance(schedule, dict) or not schedule:
+        raise ValueError(f"`{argument}` must be a non-empty dict {{step: value}}, got {schedule!r}")
+    points = {}
+    for step, value in schedule.items():
+        try:
+            step, value = int(step), float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"`{argument}` must map integer steps to numbers, got {step!r}: {value!r}")
+        if step < 0 or step in points:
+            raise ValueError(f"`{argument}` has a negative or repeated step {step}")
+        points[step] = value
+    if with_zero and 0 not in points:
+        points[0] = 0.0
+    return sorted(points.items())
+
+
+def _piecewise_linear(step, points):
+    """The piecewise-linear interpolation of sorted ``points`` at ``step`` (constant after)."""
+    t = ops.cast(step, "float32")
+    value = ops.convert_to_tensor(points[-1][1], "float32")
+    for (t0, v0), (t1, v1) in reversed(list(zip(points[:-1], points[1:]))):
+        value = ops.where(t < t1, v0 + (v1 - v0) * (t - t0) / (t1 - t0), value)
+    return value
+
+
+def layerwise_lr_decay(model, decay=0.9):
+    """A ``paramwise_lr_schedule`` that decays the learning rate towards the input.
+
+    Transformer layer ``i`` of ``L`` (layers named ``Transformer-{i}-...``) gets the
+    factor ``decay ** (L - i)``, the embeddings ``decay ** (L + 1)``, everything else
+    (pooler, MLM and task heads) 1.
+
+    Args:
+        model: a model whose variable paths contain bertkit's layer names.
+        decay: factor between neighbouring layers, in (0, 1].
+
+    Returns:
+        A dict for ``extend_with_parameter_wise_lr``; keys end with ``-`` so that
+        ``Transformer-1-`` does not also match ``Transformer-10-``.
+
+    Example:
+        >>> schedule = layerwise_lr_decay(model, decay=0.9)  # {'Embedding-': 0.729, ...}
+        >>> optimizer = extend_with_parameter_wise_lr(Adam)(paramwise_lr_schedule=schedule)
+    """
+    if not 0 < decay <= 1:
+        raise ValueError(f"`decay` must be in (0, 1], got {decay!r}")
+    layers = {int(match.group(1)) for v in model.weights
+              for match in [re.search(r"(?:^|/)Transformer-(\d+)-", _path(v))] if match}
+    if not layers:
+        raise ValueError(f"model {model.name!r} has no layers named 'Transformer-{{i}}-...' "
+                         "to decay the learning rate over")
+    num_layers = max(layers) + 1
+    schedule = {"Embedding-": decay ** (num_layers + 1)}
+    schedule.update({f"Transformer-{i}-": decay ** (num_layers - i) for i in range(num_layers)})
+    return schedule
+
+
+def _path(variable):
+    return getattr(variable, "path", None) or variable.name
+
+
+def _matches(path, names):
+    return any(name in path for name in names)
+
+
+def _check_names(value, argument):
+    if value is None:
+        return []
+    if isinstance(value, str) or not all(isinstance(name, str) for name in value):
+        raise TypeError(f"`{argument}` must be a list of name substrings such as "
+                        f"['Norm', 'bias'], got {value!r}")
+    return list(value)
+
+
+def _dense(gradient):
+    # Embedding gradients arrive as tf.IndexedSlices; the pipeline works on dense rows.
+    return tf.convert_to_tensor(gradient) if isinstance(gradient, tf.IndexedSlices) else gradient
+
+
+def _copy_initializer(variable):
+    def initializer(shape, dtype=None):
+        # Read eagerly: the optimizer may be built while the train step is traced,
+        # and XLA cannot lift a variable whose initial value reads another variable.
+        with tf.init_scope():
+            return ops.cast(ops.convert_to_tensor(variable), dtype)
+
+    return initializer
+
+
+class _State:
+    """Python-side state of a derived optimizer, kept out of Keras's variable tracking."""
+
+    def __init__(self):
+        self.variable = self.delta = self.mask = None  # the variable being updated
+        self.raw_weights = None  # model weights put aside while EMA weights are in
+
+
+class _DerivedOptimizer:
+    """The update pipeline shared by all derived optimizers (see the module docstring)."""
+
+    _derivation = None  # (base class, ((extension tag, class name), ...)), set by _derive
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._state = _State()
+
+    def _get_current_learning_rate(self):
+        # Keras evaluates schedules on `_iterations`, which counts micro-steps.
+        if isinstance(self._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+            return self._learning_rate(self.iterations)
+        return super()._get_current_learning_rate()
+
+    def _variable_path(self, index):
+        return _path(self._trainable_variables[index])
+
+    def update_step(self, gradient, variable, learning_rate):
+        self._update_variable(gradient, variable, learning_rate)
+
+    def _update_variable(self, gradient, variable, learning_rate):
+        index = self._get_variable_index(variable)
+        gradient = self._transform_gradient(_dense(gradient), index)
+        learning_rate = self._variable_learning_rate(learning_rate, index)
+        mask = self._update_mask(gradient, index)
+        delta = self._base_step(gradient, variable, learning_rate, mask)
+        delta = self._transform_update(delta, variable, index, learning_rate)
+        if mask is not None:
+            delta = ops.where(mask, delta, ops.zeros_like(delta))
+        super().assign_add(variable, delta)
+        self._after_update(variable, index)
+        self._average_weights(variable, index)
+
+    def _base_step(self, gradient, variable, learning_rate, mask):
+        """Runs the base optimizer's update_step and returns its step instead of taking it."""
+        state = self._state
+        state.variable, state.delta, state.mask = variable, None, mask
+        try:
+            super().update_step(gradient, variable, learning_rate)
+            delta = state.delta
+        finally:
+            state.variable = state.delta = state.mask = None
+        return ops.zeros_like(variable) if delta is None else delta
+
+    # Hooks the extensions override; each calls super() first, so inner ones run first.
+    def _transform_gradient(self, gradient, index):
+        return gradient
+
+    def _variable_learning_rate(self, learning_rate, index):
+        return learning_rate
+
+    def _update_mask(self, gradient, index):
+        return None
+
+    def _transform_update(self, delta, variable, index, learning_rate):
+        return delta
+
+    def _after_update(self, variable, index):
+        pass
+
+    def _average_weights(self, variable, index):
+        pass
+
+    # While `_base_step` runs, writes to the model variable become the captured step.
+    def assign(self, variable, value):
+        state = self._state
+        if state.variable is None:
+            return super().assign(variable, value)
+        if variable is state.variable:
+            state.delta = ops.subtract(ops.cast(value, variable.dtype), variable)
+        else:
+            super().assign(variable, self._masked(variable, value, variable))
+
+    def assign_add(self, variable, value):
+        state = self._state
+        if state.variable is None:
+            return super().assign_add(variable, value)
+        if variable is state.variable:
+            value = ops.cast(value, variable.dtype)
+            state.delta = value if state.delta is None else state.delta + value
+        else:
+            super().assign_add(variable, self._masked(variable, value, ops.zeros_like(value)))
+
+    def assign_sub(self, variable, value):
+        state = self._state
+        if state.variable is None:
+            return super().assign_sub(variable, value)
+        self.assign_add(variable, ops.negative(_dense(value)))
+
+    def _masked(self, slot, value, fallback):
+        mask = self._state.mask
+        if mask is None:
+            return value
+        if tuple(slot.shape) != tuple(self._state.variable.shape):
+            raise ValueError(
+                f"lazy optimization needs optimizer slots shaped like the variable; "
+                f"{self.__class__.__name__} keeps a slot of shape {tuple(slot.shape)} for "
+                f"a variable of shape {tuple(self._state.variable.shape)} (factored moments?)")
+        return ops.where(mask, _dense(value), fallback)
+
+    def get_config(self):
+        config = super().get_config()
+        base, extensions = self._derivation
+        config["derivation"] = {"base": keras.saving.get_registered_name(base),
+                                "extensions": [list(e) for e in extensions]}
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        """Rebuilds the derived class from the config's ``derivation``, then the optimizer."""
+        config = dict(config)
+        derivation = config.pop("derivation", None)
+        if derivation is not None:
+            cls = _rebuild(derivation)
+        return super(_DerivedOptimizer, cls).from_config(config, custom_objects=custom_objects)
+
+
+class _WeightDecay(_DerivedOptimizer):
+    """Decoupled weight decay: ``w <- w - lr * (h + weight_decay_rate * w)``."""
+
+    _tag, _suffix = "weight_decay", "WeightDecay"
+
+    def __init__(self, *args, weight_decay_rate=0.01, exclude_from_weight_decay=None, **kwargs):
+        if weight_decay_rate < 0:
+            raise ValueError(f"`weight_decay_rate` must be >= 0, got {weight_decay_rate!r}")
+        excluded = _check_names(exclude_from_weight_decay, "exclude_from_weight_decay")
+        super().__init__(*args, **kwargs)
+        self.weight_decay_rate = float(weight_decay_rate)
+        self.weight_decay_excluded = excluded
+
+    def _transform_update(self, delta, variable, index, learning_rate):
+        delta = super()._transform_update(delta, variable, index, learning_rate)
+        if _matches(self._variable_path(index), self.weight_decay_excluded):
+            return delta
+        rate = ops.cast(learning_rate, variable.dtype) * self.weight_decay_rate
+        return ops.subtract(delta, ops.multiply(rate, variable))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(weight_decay_rate=self.weight_decay_rate,
+                      exclude_from_weight_decay=list(self.weight_decay_excluded))
+        return config
+
+
+class _LayerAdaptation(_DerivedOptimizer):
+    """Scales each variable's step by the trust ratio ``||w|| / ||h||`` (LAMB)."""
+
+    _tag, _suffix = "layer_adaptation", "LayerAdaptation"
+
+    def __init__(self, *args, exclude_from_layer_adaptation=None, **kwargs):
+        excluded = _check_names(exclude_from_layer_adaptation, "exclude_from_layer_adaptation")
+        super().__init__(*args, **kwargs)
+        self.layer_adaptation_excluded = excluded
+
+    def _transform_update(self, delta, variable, index, learning_rate):
+        delta = super()._transform_update(delta, variable, index, learning_rate)
+        if _matches(self._variable_path(index), self.layer_adaptation_excluded):
+            return delta
+        w_norm = ops.sqrt(ops.sum(ops.square(variable)))
+        delta_norm = ops.sqrt(ops.sum(ops.square(delta)))
+        # ||w|| / ||h|| with ||h|| = ||delta|| / lr; 1 where either norm is 0.
+        defined = ops.logical_and(w_norm > 0, delta_norm > 0)
+        lr = ops.cast(learning_rate, variable.dtype)
+        ratio = w_norm * lr / ops.where(defined, delta_norm, ops.ones_like(delta_norm))
+        return ops.multiply(delta, ops.where(defined, ratio, ops.ones_like(ratio)))
+
+    def get_config(self):
+        config = super().get_config()
+        config["exclude_from_layer_adaptation"] = list(self.layer_adaptation_excluded)
+        return config
+
+
+class _PiecewiseLinearLR(_DerivedOptimizer):
+    """Multiplies the learning rate by a piecewise-linear function of the step."""
+
+    _tag, _suffix = "piecewise_linear_lr", "PiecewiseLinearLR"
+
+    def __init__(self, *args, lr_schedule, **kwargs):
+        points = _schedule_points(lr_schedule, "lr_schedule")
+        super().__init__(*args, **kwargs)
+        self.lr_schedule = dict(points)
+
+    def _get_current_learning_rate(self):
+        # In `learning_rate` itself, so Keras's own weight decay and callbacks see it too.
+        points = _schedule_points(self.lr_schedule, "lr_schedule", with_zero=True)
+        learning_rate = super()._get_current_learning_rate()
+        factor = _piecewise_linear(self.iterations, points)
+        return learning_rate * ops.cast(factor, ops.dtype(learning_rate))
+
+    def get_config(self):
+        config = super().get_config()
+        config["lr_schedule"] = dict(self.lr_schedule)
+        return config
+
+
+class _GradientAccumulation(_DerivedOptimizer):
+    """Updates every ``grad_accum_steps`` steps with the mean of the last gradients."""
+
+    _tag, _suffix = "gradient_accumulation", "GradientAccumulation"
+
+    def __init__(self, *args, grad_accum_steps, **kwargs):
+        if kwargs.get("gradient_accumulation_steps"):
+            raise ValueError("pass `grad_accum_steps` only, not also Keras's "
+                             "`gradient_accumulation_steps`")
+        if not isinstance(grad_accum_steps, int) or grad_accum_steps < 1:
+            raise ValueError(f"`grad_accum_steps` must be an int >= 1, got {grad_accum_steps!r}")
+        super().__init__(*args, **kwargs)
+        self.grad_accum_steps = grad_accum_steps
+
+    @property
+    def iterations(self):
+        """The number of real updates (micro-steps are counted in ``_iterations``)."""
+        return ops.floor_divide(self._iterations, self.grad_accum_steps)
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self._accumulators = self.add_optimizer_variables(variables, "accumulator")
+
+    def _update_variable(self, gradient, variable, learning_rate):
+        accumulator = self._accumulators[self._get_variable_index(variable)]
+        steps = self.grad_accum_steps
+        update = super()._update_variable
+
+        def apply():
+            update(ops.divide(ops.add(accumulator, _dense(gradient)), steps), variable, learning_rate)
+            self.assign(accumulator, ops.zeros_like(accumulator))
+
+        def accumulate():
+            self.assign_add(accumulator, gradient)
+
+        ops.cond(ops.equal((self._iterations + 1) % steps, 0), apply, accumulate)
+
+    def get_config(self):
+        config = super().get_config()
+        config["grad_accum_steps"] = self.grad_accum_steps
+        return config
+
+
+class _Lookahead(_DerivedOptimizer):
+    """Lookahead: every k steps ``slow <- slow + alpha * (fast - slow)``, ``fast <- slow``."""
+
+    _tag, _suffix = "lookahead", "Lookahead"
+
+    def __init__(self, *args, steps_per_slow_update=5, slow_step_size=0.5, **kwargs):
+        if not isinstance(steps_per_slow_update, int) or steps_per_slow_update < 1:
+            raise ValueError("`steps_per_slow_update` must be an int >= 1, "
+                             f"got {steps_per_slow_update!r}")
+        if not 0 < slow_step_size <= 1:
+            raise ValueError(f"`slow_step_size` must be in (0, 1], got {slow_step_size!r}")
+        super().__init__(*args, **kwargs)
+        self.steps_per_slow_update = steps_per_slow_update
+        self.slow_step_size = float(slow_step_size)
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self._slow_weights = [self.add_variable_from_reference(v, "slow", _copy_initializer(v))
+                              for v in variables]
+
+    def _after_update(self, variable, index):
+        super()._after_update(variable, index)
+        slow = self._slow_weights[index]
+
+        def synchronise():
+            new_slow = slow + self.slow_step_size * (ops.convert_to_tensor(variable) - slow)
+            self.assign(slow, new_slow)
+            self.assign(variable, new_slow)
+
+        k = self.steps_per_slow_update
+        ops.cond(ops.equal((self.iterations + 1) % k, 0), synchronise, lambda: None)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(steps_per_slow_update=self.steps_per_slow_update,
+                      slow_step_size=self.slow_step_size)
+        return config
+
+
+class _LazyOptimization(_DerivedOptimizer):
+    """Rows (first axis) with an all-zero gradient keep their value and their slots."""
+
+    _tag, _suffix = "lazy_optimization", "LazyOptimization"
+
+    def __init__(self, *args, include_in_lazy_optimization, **kwargs):
+        included = _check_names(include_in_lazy_optimization, "include_in_lazy_optimization")
+        super().__init__(*args, **kwargs)
+        self.lazy_included = included
+
+    def _update_mask(self, gradient, index):
+        mask = super()._update_mask(gradient, index)
+        if not _matches(self._variable_path(index), self.lazy_included):
+            return mask
+        rows = ops.not_equal(gradient, 0)
+        if len(gradient.shape) > 1:  # [V, H] -> [V, 1]
+            rows = ops.any(rows, axis=tuple(range(1, len(gradient.shape))), keepdims=True)
+        return rows if mask is None else ops.logical_and(mask, rows)
+
+    def get_config(self):
+        config = super().get_config()
+        config["include_in_lazy_optimization"] = list(self.lazy_included)
+        return config
+
+
+class _ExponentialMovingAverage(_DerivedOptimizer):
+    """Keeps ``avg <- m * avg + (1 - m) * w`` (``avg = w`` after the first update)."""
+
+    _tag, _suffix = "exponential_moving_average", "EMA"
+
+    def __init__(self, *args, ema_momentum=0.999, **kwargs):
+        if kwargs.get("use_ema"):
+            raise ValueError("`use_ema=True` would also run Keras's own EMA, which "
+                             "overwrites the model at the end of fit; leave it off")
+        if not 0 <= ema_momentum <= 1:
+            raise ValueError(f"`ema_momentum` must be in [0, 1], got {ema_momentum!r}")
+        super().__init__(*args, ema_momentum=ema_momentum, **kwargs)
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        # Start from the weights, so variables that never get a gradient average to themselves.
+        self._averages = [self.add_variable_from_reference(v, "average", _copy_initializer(v))
+                          for v in variables]
+
+    def _average_weights(self, variable, index):
+        super()._average_weights(variable, index)
+        average = self._averages[index]
+        not_first = ops.cast(ops.not_equal(self.iterations, 0), variable.dtype)
+        momentum = not_first * self.ema_momentum
+        self.assign(average, momentum * average + (1 - momentum) * ops.convert_to_tensor(variable))
+
+    def apply_ema_weights(self):
+        """Puts the averages into the model, keeping the raw weights to restore later."""
+        if not self.built:
+            raise RuntimeError(f"optimizer {self.name!r} has no averages yet; it is built "
+                               "on the first training step")
+        if self._state.raw_weights is not None:
+            raise RuntimeError("EMA weights are already in the model; call reset_old_weights() first")
+        self._state.raw_weights = [ops.convert_to_numpy(v) for v in self._trainable_variables]
+        for variable, average in zip(self._trainable_variables, self._averages):
+            variable.assign(ops.convert_to_tensor(average))
+
+    def reset_old_weights(self):
+        """Puts back the raw weights that ``apply_ema_weights`` set aside."""
+        if self._state.raw_weights is None:
+            raise RuntimeError("no raw weights to restore: apply_ema_weights() was not called")
+        for variable, value in zip(self._trainable_variables, self._state.raw_weights):
+            variable.assign(value)
+        self._state.raw_weights = None
+
+    @contextlib.contextmanager
+    def ema_weights(self):
+        """Context manager: EMA weights inside the block, raw weights after it."""
+        self.apply_ema_weights()
+        try:
+            yield self
+        finally:
+            self.reset_old_weights()
+
+
+class EMAEvaluation(keras.callbacks.Callback):
+    """Evaluates with the EMA weights at each epoch end, then restores the raw weights.
+
+    Results go into the epoch logs with a prefix (``ema_loss``, ``ema_accuracy``), so
+    ``ModelCheckpoint`` or ``EarlyStopping`` can monitor them. ``evaluate_fn`` runs
+    while the EMA weights are in the model, so it may also save them.
+
+    Args:
+        validation_data: data for ``model.evaluate``, or ``None``.
+        evaluate_fn: ``evaluate_fn(model) -> dict of metrics`` (or ``None``).
+        prefix: prefix of the log keys.
+
+    Example:
+        >>> model.fit(train, epochs=3, callbacks=[EMAEvaluation(validation_data=valid)])
+    """
+
+    def __init__(self, validation_data=None, evaluate_fn=None, prefix="ema_"):
+        super().__init__()
+        if validation_data is None and evaluate_fn is None:
+            raise ValueError("give `validation_data`, `evaluate_fn` or both")
+        self.validation_data, self.evaluate_fn, self.prefix = validation_data, evaluate_fn, prefix
+
+    def on_epoch_end(self, epoch, logs=None):
+        optimizer = self.model.optimizer
+        if not hasattr(optimizer, "ema_weights"):
+            raise TypeError("EMAEvaluation needs an optimizer from "
+                            f"extend_with_exponential_moving_average, got {type(optimizer).__name__}")
+        results = {}
+        with optimizer.ema_weights():
+            if self.validation_data is not None:
+                results.update(self._evaluate())
+            if self.evaluate_fn is not None:
+                results.update(self.evaluate_fn(self.model) or {})
+        if logs is not None:
+            logs.update({self.prefix + key: value for key, value in results.items()})
+
+    def _evaluate(self):
+        data = self.validation_data
+        if isinstance(data, tuple):  # (x, y) or (x, y, sample_weight), as fit takes it
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+            return self.model.evaluate(x, y, sample_weight=sample_weight, verbose=0, return_dict=True)
+        return self.model.evaluate(data, verbose=0, return_dict=True)
+
+
+class _ParameterWiseLR(_DerivedOptimizer):
+    """Multiplies the learning rate of variables whose path contains a key."""
+
+    _tag, _suffix = "parameter_wise_lr", "ParameterWiseLR"
+
+    def __init__(self, *args, paramwise_lr_schedule, **kwargs):
+        if not isinstance(paramwise_lr_schedule, dict) or not all(
+                isinstance(k, str) and isinstance(v, (int, float)) for k, v in paramwise_lr_schedule.items()):
+            raise TypeError("`paramwise_lr_schedule` must be a dict {name substring: factor}, "
+                            f"got {paramwise_lr_schedule!r}")
+        super().__init__(*args, **kwargs)
+        self.paramwise_lr_schedule = {k: float(v) for k, v in paramwise_lr_schedule.items()}
+
+    def _variable_learning_rate(self, learning_rate, index):
+        learning_rate = super()._variable_learning_rate(learning_rate, index)
+        path, factor = self._variable_path(index), 1.0
+        for key, value in self.paramwise_lr_schedule.items():
+            if key in path:
+                factor *= value
+        return learning_rate if factor == 1.0 else learning_rate * factor
+
+    def get_config(self):
+        config = super().get_config()
+        config["paramwise_lr_schedule"] = dict(self.paramwise_lr_schedule)
+        return config
+
+
+class _GradientTransform(_DerivedOptimizer):
+    """Replaces each gradient by ``gradient_transform(gradient, variable)``."""
+
+    _tag, _suffix = "gradient_transform", "GradientTransform"
+
+    def __init__(self, *args, gradient_transform, **kwargs):
+        if isinstance(gradient_transform, dict):
+            gradient_transform = keras.saving.deserialize_keras_object(gradient_transform)
+        if not callable(gradient_transform):
+            raise TypeError(f"`gradient_transform` must be callable, got {gradient_transform!r}")
+        super().__init__(*args, **kwargs)
+        self.gradient_transform = gradient_transform
+
+    def _transform_gradient(self, gradient, index):
+        gradient = super()._transform_gradient(gradient, index)
+        return self.gradient_transform(gradient, self._trainable_variables[index])
+
+    def get_config(self):
+        config = super().get_config()
+        config["gradient_transform"] = keras.saving.serialize_keras_object(self.gradient_transform)
+        return config
+
+
+_EXTENSIONS = {mixin._tag: mixin for mixin in (
+    _WeightDecay, _LayerAdaptation, _PiecewiseLinearLR, _GradientAccumulation, _Lookahead,
+    _LazyOptimization, _ExponentialMovingAverage, _ParameterWiseLR, _GradientTransform)}
+_DERIVED = {}
+
+
+def _derive(base, mixin, name=None):
+    if not (isinstance(base, type) and issubclass(base, keras.optimizers.Optimizer)):
+        raise TypeError(f"expected a Keras optimizer class such as keras.optimizers.Adam, got {base!r}")
+    if issubclass(base, mixin):
+        raise ValueError(f"{base.__name__} already has {mixin._suffix}")
+    name = name or base.__name__ + mixin._suffix
+    key = (base, mixin, name)
+    if key not in _DERIVED:
+        root, extensions = base._derivation if issubclass(base, _DerivedOptimizer) else (base, ())
+        cls = type(name, (mixin, base), {"__module__": __name__, "__doc__": mixin.__doc__,
+                                         "_derivation": (root, extensions + ((mixin._tag, name),))})
+        # One registered name for all: from_config rebuilds the exact class from the config.
+        _DERIVED[key] = keras.saving.register_keras_serializable(_PACKAGE, "DerivedOptimizer")(cls)
+    return _DERIVED[key]
+
+
+def _rebuild(derivation):
+    name = derivation["base"]
+    cls = keras.saving.get_registered_object(name) or getattr(keras.optimizers, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, keras.optimizers.Optimizer)):
+        raise ValueError(f"cannot rebuild a derived optimizer on {name!r}: it is neither a "
+                         "Keras optimizer nor registered with register_keras_serializable")
+    for tag, class_name in derivation["extensions"]:
+        if tag not in _EXTENSIONS:
+            raise ValueError(f"unknown optimizer extension {tag!r}; known: {sorted(_EXTENSIONS)}")
+        cls = _derive(cls, _EXTENSIONS[tag], class_name)
+    return cls
+
+
+def extend_with_weight_decay(BaseOptimizer, name=None):
+    """Adds decoupled weight decay: ``w <- w - lr * (h + weight_decay_rate * w)``.
+
+    ``lr`` is the variable's effective learning rate (schedules and parameter-wise
+    factors included), as in Google's BERT. Keras's own ``weight_decay`` is not used
+    underneath: it decays before the base update (outside layer adaptation, with the
+    global learning rate) and its ``exclude_from_weight_decay`` matches short names
+    (``gamma``), so ``'Norm'`` would never match; here names match the variable's path
+    (``Transformer-0-FeedForward-Norm/gamma``).
+
+    Returns a subclass of ``BaseOptimizer`` taking, besides its arguments:
+        weight_decay_rate: the decay rate (default 0.01).
+        exclude_from_weight_decay: list of path substrings, e.g. ``['Norm', 'bias']``.
+
+    Example:
+        >>> AdamW = extend_with_weight_decay(Adam, "AdamW")
+        >>> optimizer = AdamW(1e-4, weight_decay_rate=0.01, exclude_from_weight_decay=["Norm", "bias"])
+    """
+    return _derive(BaseOptimizer, _WeightDecay, name)
+
+
+def extend_with_layer_adaptation(BaseOptimizer, name=None):
+    """Scales each variable's step by the trust ratio ``||w|| / ||h||`` (1 if a norm is 0).
+
+    Over ``extend_with_weight_decay(Adam)`` this is LAMB: the ratio is taken of the
+    decayed step ``h + weight_decay_rate * w``.
+
+    Returns a subclass taking ``exclude_from_layer_adaptation`` (path substrings).
+
+    Example:
+        >>> LAMB = extend_with_layer_adaptation(extend_with_weight_decay(Adam), "LAMB")
+    """
+    return _derive(BaseOptimizer, _LayerAdaptation, name)
+
+
+def extend_with_piecewise_linear_lr(BaseOptimizer, name=None):
+    """Multiplies the learning rate by a piecewise-linear function of the step.
+
+    ``lr_schedule={1000: 1, 2000: 0.1}`` gives the factor 0 at step 0, 1 at step 1000,
+    0.1 at step 2000 and after (see ``PiecewiseLinear``). The update that moves the
+    step counter from ``t`` to ``t + 1`` uses the factor at ``t``, as Keras schedules
+    do; ``optimizer.learning_rate`` includes the factor.
+
+    Returns a subclass taking ``lr_schedule`` (dict from step to factor).
+
+    Example:
+        >>> AdamLR = extend_with_piecewise_linear_lr(Adam, "AdamLR")
+        >>> optimizer = AdamLR(2e-5, lr_schedule={1000: 1.0, 10000: 0.0})  # warm-up, decay
+    """
+    return _derive(BaseOptimizer, _PiecewiseLinearLR, name)
+
+
+def extend_with_gradient_accumulation(BaseOptimizer, name=None):
+    """Takes one update every ``grad_accum_steps`` steps, with the mean gradient.
+
+    Steps ``k, 2k, 3k, ...`` apply the mean of the last ``k`` gradients; the other
+    steps only add to an accumulator and change no weight and no optimizer slot.
+    ``optimizer.iterations`` (what schedules, bias correction and the other
+    extensions see) counts real updates. This reimplements Keras's
+    ``gradient_accumulation_steps``, which fails under ``MirroredStrategy`` and
+    evaluates schedules on micro-steps. Keras's ``clipnorm``/``clipvalue``/
+    ``global_clipnorm`` act on each micro-batch gradient; a ``gradient_transform``
+    acts on the mean.
+
+    Returns a subclass taking ``grad_accum_steps`` (int >= 1).
+
+    Example:
+        >>> AdamGA = extend_with_gradient_accumulation(Adam, "AdamGA")
+        >>> optimizer = AdamGA(1e-4, grad_accum_steps=4)  # batch 8 acts as batch 32
+    """
+    return _derive(BaseOptimizer, _GradientAccumulation, name)
+
+
+def extend_with_lookahead(BaseOptimizer, name=None):
+    """Adds Lookahead (Zhang et al., 2019) over the base optimizer's fast weights.
+
+    The slow weights start as a copy of the weights when the optimizer is built;
+    after every ``steps_per_slow_update``-th update ``slow <- slow + alpha * (fast -
+    slow)`` and ``fast <- slow``.
+
+    Returns a subclass taking ``steps_per_slow_update`` (default 5) and
+    ``slow_step_size`` (alpha, default 0.5).
+
+    Example:
+        >>> AdamLA = extend_with_lookahead(Adam, "AdamLA")
+        >>> optimizer = AdamLA(1e-3, steps_per_slow_update=5, slow_step_size=0.5)
+    """
+    return _derive(BaseOptimizer, _Lookahead, name)
+
+
+def extend_with_lazy_optimization(BaseOptimizer, name=None):
+    """Leaves rows whose gradient is all zero untouched, slots included.
+
+    For the variables whose path contains a name in ``include_in_lazy_optimization``
+    (usually ``['Embedding-Token']``), a row (index on the first axis) without
+    gradient keeps its weight and its momentum, so rare tokens keep their pretrained
+    values. The base optimizer's slots must have the variable's shape (SGD, Adam,
+    AdamW, Lion; not Adafactor's factored moments).
+
+    Example:
+        >>> AdamLO = extend_with_lazy_optimization(Adam, "AdamLO")
+        >>> optimizer = AdamLO(1e-4, include_in_lazy_optimization=["Embedding-Token"])
+    """
+    return _derive(BaseOptimizer, _LazyOptimization, name)
+
+
+def extend_with_exponential_moving_average(BaseOptimizer, name=None):
+    """Keeps an exponential moving average of the weights, swapped in on request.
+
+    Follows Keras 3's ``use_ema`` convention (after the first update the average is
+    the weights, then ``avg <- m * avg + (1 - m) * w``), but is updated per variable
+    on real updates only (Keras's advances on every micro-step of gradient
+    accumulation) and never overwrites the model at the end of ``fit`` (Keras's
+    ``finalize_variable_values`` does): swap explicitly, as in bert4keras.
+
+    Returns a subclass taking ``ema_momentum`` (default 0.999), with methods
+    ``apply_ema_weights()``, ``reset_old_weights()`` and the context manager
+    ``ema_weights()``; see also the ``EMAEvaluation`` callback.
+
+    Example:
+        >>> AdamEMA = extend_with_exponential_moving_average(Adam, "AdamEMA")
+        >>> model.compile(AdamEMA(1e-4, ema_momentum=0.999), loss)
+        >>> model.fit(data)
+        >>> with model.optimizer.ema_weights():
+        ...     model.save_weights("best.weights.h5")
+    """
+    return _derive(BaseOptimizer, _ExponentialMovingAverage, name)
+
+
+def extend_with_parameter_wise_lr(BaseOptimizer, name=None):
+    """Multiplies the learning rate of every variable whose path contains a key.
+
+    ``paramwise_lr_schedule={'Transformer-0-': 0.1, 'Embedding-': 0.05}``; a variable
+    matching several keys gets the product of their factors. Mind that
+    ``'Transformer-1'`` also matches ``'Transformer-10'``: end keys with ``-``.
+    ``layerwise_lr_decay(model, decay)`` builds such a schedule.
+
+    Example:
+        >>> AdamPLR = extend_with_parameter_wise_lr(Adam)
+        >>> optimizer = AdamPLR(1e-4, paramwise_lr_schedule=layerwise_lr_decay(model, 0.9))
+    """
+    return _derive(BaseOptimizer, _ParameterWiseLR, name)
+
+
+def extend_with_gradient_transform(BaseOptimizer, name=None):
+    """Replaces each gradient by ``gradient_transform(gradient, variable)``.
+
+    The transform gets the dense gradient (the mean one under gradient accumulation)
+    and the Keras variable (``variable.path`` names it), once per variable and step.
+    Register it with ``keras.saving.register_keras_serializable`` so that a saved
+    model reloads. Keras's ``clipnorm`` already clips every variable to one norm;
+    a transform can treat variables differently.
+
+    Example, clipping the embeddings' gradients to norm 1 and others to norm 5:
+
+        >>> @keras.saving.register_keras_serializable(package="my_project")
+        ... def clip_per_variable(gradient, variable):
+        ...     max_norm = 1.0 if "Embedding-" in variable.path else 5.0
+        ...     norm = keras.ops.sqrt(keras.ops.sum(keras.ops.square(gradient)))
+        ...     return gradient * keras.ops.minimum(1.0, max_norm / keras.ops.maximum(norm, 1e-12))
+        >>> AdamGT = extend_with_gradient_transform(Adam)
+        >>> optimizer = AdamGT(1e-4, gradient_transform=clip_per_variable)
+    """
+    return _derive(BaseOptimizer, _GradientTransform, name)
+
+
+# Ready-made classes, as in bert4keras; importing them registers the derived-class
+# loader, so saved models with any derived optimizer reload after `import bertkit`.
+AdamW = extend_with_weight_decay(Adam, "AdamW")
+AdamWLR = extend_with_piecewise_linear_lr(AdamW, "AdamWLR")
+AdamEMA = extend_with_exponential_moving_average(Adam, "AdamEMA")
