@@ -45,3 +45,62 @@ def test_extract_features_needs_all_three_paths(capsys):
     with pytest.raises(SystemExit):
         basic_extract_features.main(["--config", "x.json"])
     assert "go together" in capsys.readouterr().err
+
+
+def write_split_files(directory, train, valid, test):
+    os.makedirs(directory, exist_ok=True)
+    for split, lines in (("train", train), ("valid", valid), ("test", test)):
+        with open(os.path.join(directory, f"tiny.{split}.data"), "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+    return str(directory)
+
+
+GOOD = ["很好\t1", "太差了\t0", "非常满意\t1", "很失望\t0", "推荐购买\t1", "不推荐\t0"]
+
+
+def test_sentiment_example_trains_saves_and_predicts(demo_dir, tmp_path):
+    import task_sentiment_classification as example
+
+    data_dir = write_split_files(tmp_path / "data", GOOD * 3, GOOD, GOOD)
+    out = str(tmp_path / "out")
+    result = example.main(["--data-dir", data_dir, "--epochs", "1", "--batch-size", "4",
+                           "--maxlen", "16", "--ema", "0.9", "--layerwise-lr-decay", "0.8",
+                           "--output-dir", out])
+    assert 0 <= result["test_accuracy"] <= 1
+    assert os.path.isfile(os.path.join(out, "best.weights.h5"))
+    texts = ["很好", "太差了，不推荐"]
+    encoded = [result["tokenizer"].encode(t, maxlen=16) for t in texts]
+    from bertkit.data import sequence_padding
+
+    expected = result["model"].predict([sequence_padding([e[0] for e in encoded]),
+                                        sequence_padding([e[1] for e in encoded])], verbose=0)
+    predictions = example.main(["--output-dir", out, "--predict", *texts])
+    for (text, label, prob), row in zip(predictions, expected):
+        assert label == int(np.argmax(row))
+        assert prob == pytest.approx(float(row.max()), abs=1e-5)
+
+
+@pytest.mark.parametrize("bad_line, message", [
+    ("no tab here", "tiny.train.data:2: no tab"),
+    ("好\tpositive", "tiny.train.data:2: label 'positive' is not a non-negative integer"),
+    ("  \t1", "tiny.train.data:2: empty text"),
+])
+def test_sentiment_example_names_bad_lines(demo_dir, tmp_path, bad_line, message):
+    import task_sentiment_classification as example
+
+    data_dir = write_split_files(tmp_path / "data", ["很好\t1", bad_line, "太差\t0"], GOOD, GOOD)
+    with pytest.raises(ValueError, match=message):
+        example.main(["--data-dir", data_dir, "--epochs", "1", "--output-dir",
+                      str(tmp_path / "out")])
+    items = example.read_labelled_lines(os.path.join(data_dir, "tiny.train.data"),
+                                        skip_bad_lines=True)
+    assert items == [("很好", 1), ("太差", 0)]
+
+
+def test_sentiment_example_missing_files(demo_dir, tmp_path):
+    import task_sentiment_classification as example
+
+    with pytest.raises(FileNotFoundError, match=r"no \*\.train\.data file in"):
+        example.main(["--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "out")])
+    with pytest.raises(FileNotFoundError, match="train first"):
+        example.main(["--output-dir", str(tmp_path / "none"), "--predict", "很好"])

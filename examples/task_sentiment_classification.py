@@ -1,0 +1,298 @@
+"""Fine-tune BERT for sentence classification (the sentiment task of bert4keras).
+
+Data: a directory with ``*.train.data``, ``*.valid.data`` and ``*.test.data``, one
+``text<TAB>label`` a line, labels 0, 1, ... With no arguments the script runs end to end
+in about a minute on the sample data in ``examples/data/`` and a small RANDOM
+checkpoint under ``checkpoints/demo/``, which cannot give real accuracy.
+
+    python examples/task_sentiment_classification.py
+    python examples/task_sentiment_classification.py --data-dir ../shared/data/sentiment \\
+        --config chinese_L-12_H-768_A-12/bert_config.json \\
+        --checkpoint chinese_L-12_H-768_A-12/bert_model.ckpt \\
+        --vocab chinese_L-12_H-768_A-12/vocab.txt --epochs 3 --lr 2e-5
+    python examples/task_sentiment_classification.py --predict "质量很好，推荐购买"
+"""
+import argparse
+import glob
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bertkit import optimizers  # noqa: E402
+from bertkit.data import DataGenerator, Evaluator, progress, sequence_padding  # noqa: E402
+from bertkit.heads import ClassificationHead  # noqa: E402
+from bertkit.models import build_transformer_model  # noqa: E402
+from bertkit.tokenizers import Tokenizer  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RUN_FILE = "run.json"
+WEIGHTS_FILE = "best.weights.h5"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", help="bert_config.json of a Google BERT/ALBERT checkpoint")
+    p.add_argument("--checkpoint", help="checkpoint prefix, e.g. .../bert_model.ckpt")
+    p.add_argument("--vocab", help="vocab.txt of the checkpoint")
+    p.add_argument("--model", default="bert", choices=["bert", "roberta", "albert"])
+    p.add_argument("--do-lower-case", action="store_true", help="for uncased English models")
+    p.add_argument("--data-dir", default=os.path.join(HERE, "data"),
+                   help="directory with *.train.data, *.valid.data, *.test.data")
+    p.add_argument("--maxlen", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate (default: 5e-5 for a given checkpoint, 1e-3 for "
+                        "the random demo checkpoint, which has nothing to preserve)")
+    p.add_argument("--warmup-steps", type=int, default=None,
+                   help="linear warm-up steps (default: 10%% of training)")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--ema", type=float, default=0.0, metavar="MOMENTUM",
+                   help="evaluate and keep an exponential moving average of the weights, "
+                        "e.g. 0.999 (0: off)")
+    p.add_argument("--layerwise-lr-decay", type=float, default=None, metavar="DECAY",
+                   help="layer i of L learns at lr * DECAY**(L - i), e.g. 0.9")
+    p.add_argument("--pooling", default="cls", choices=ClassificationHead.POOLINGS)
+    p.add_argument("--dropout", type=float, default=0.1, help="dropout before the classifier")
+    p.add_argument("--skip-bad-lines", action="store_true",
+                   help="skip malformed data lines with a count instead of stopping")
+    p.add_argument("--output-dir", default=os.path.join("outputs", "sentiment"))
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--predict", nargs="+", metavar="TEXT",
+                   help="classify TEXTs with the weights saved in --output-dir")
+    args = p.parse_args(argv)
+    given = [args.config, args.checkpoint, args.vocab]
+    if any(given) and not all(given):
+        p.error("--config, --checkpoint and --vocab go together")
+    for name in ("maxlen", "batch_size", "epochs"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0 <= args.ema < 1:
+        p.error("--ema must be in [0, 1)")
+    return args
+
+
+# -- data -------------------------------------------------------------------------------
+
+
+def read_labelled_lines(path, skip_bad_lines=False):
+    """``[(text, label)]`` from a ``text<TAB>label`` file, with errors naming file:line."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"data file not found: {path}")
+    items, skipped = [], 0
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            line = line.rstrip("\n").rstrip("\r")
+            if not line.strip():
+                continue
+            problem = None
+            text, tab, label = line.rpartition("\t")
+            if not tab:
+                problem = "no tab between text and label"
+            elif not text.strip():
+                problem = "empty text"
+            elif not label.strip().lstrip("-").isdigit() or int(label) < 0:
+                problem = f"label {label!r} is not a non-negative integer"
+            if problem:
+                if not skip_bad_lines:
+                    raise ValueError(f"{path}:{number}: {problem} (use --skip-bad-lines to "
+                                     "skip such lines)")
+                skipped += 1
+                continue
+            items.append((text, int(label)))
+    if skipped:
+        print(f"{path}: skipped {skipped} malformed line(s)")
+    if not items:
+        raise ValueError(f"{path}: no labelled lines")
+    return items
+
+
+def find_split(data_dir, split):
+    """The single ``*.{split}.data`` file in ``data_dir``."""
+    matches = sorted(glob.glob(os.path.join(data_dir, f"*.{split}.data")))
+    if not matches:
+        raise FileNotFoundError(f"no *.{split}.data file in {data_dir}")
+    if len(matches) > 1:
+        raise ValueError(f"several *.{split}.data files in {data_dir}: {matches}")
+    return matches[0]
+
+
+class SentenceGenerator(DataGenerator):
+    """Batches ``((token_ids, segment_ids), labels)`` padded to the batch's longest text."""
+
+    TYPES = (("int32", "int32"), "int32")
+    SHAPES = (([None, None], [None, None]), [None])
+
+    def __init__(self, data, tokenizer, maxlen, **kwargs):
+        super().__init__(data, **kwargs)
+        self.tokenizer, self.maxlen = tokenizer, maxlen
+
+    def __iter__(self, random=False):
+        token_ids, segment_ids, labels = [], [], []
+        for is_end, (text, label) in self.sample(random):
+            ids, segments = self.tokenizer.encode(text, maxlen=self.maxlen)
+            token_ids.append(ids)
+            segment_ids.append(segments)
+            labels.append(label)
+            if len(token_ids) == self.batch_size or is_end:
+                yield (sequence_padding(token_ids), sequence_padding(segment_ids)), np.array(labels)
+                token_ids, segment_ids, labels = [], [], []
+
+
+# -- model ------------------------------------------------------------------------------
+
+
+def build_classifier(args, num_classes, checkpoint=None):
+    """The encoder (from the checkpoint when given) with a classification head."""
+    encoder = build_transformer_model(args.config, checkpoint, model=args.model,
+                                      with_pool=args.pooling == "pooler")
+    head = ClassificationHead(num_classes, pooling=args.pooling, dropout_rate=args.dropout,
+                              name="Classifier")
+    return head.attach(encoder, name="sentiment_classifier")
+
+
+def build_optimizer(args, model, total_steps):
+    """AdamW-style Adam with warm-up and linear decay, optional layer-wise LR and EMA."""
+    warmup = args.warmup_steps if args.warmup_steps is not None else max(1, total_steps // 10)
+    warmup = min(warmup, max(1, total_steps - 1))
+    optimizer_class = optimizers.extend_with_piecewise_linear_lr(
+        optimizers.extend_with_weight_decay(keras.optimizers.Adam))
+    kwargs = dict(learning_rate=args.lr, weight_decay_rate=args.weight_decay,
+                  exclude_from_weight_decay=["Norm", "bias"],
+                  lr_schedule={warmup: 1.0, total_steps: 0.0})
+    if args.layerwise_lr_decay:
+        optimizer_class = optimizers.extend_with_parameter_wise_lr(optimizer_class)
+        kwargs["paramwise_lr_schedule"] = optimizers.layerwise_lr_decay(
+            model, args.layerwise_lr_decay)
+    if args.ema:
+        optimizer_class = optimizers.extend_with_exponential_moving_average(optimizer_class)
+        kwargs["ema_momentum"] = args.ema
+    return optimizer_class(**kwargs)
+
+
+class AccuracyEvaluator(Evaluator):
+    """Validation accuracy after each epoch; scored and saved on the EMA weights if kept."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        optimizer = self.model.optimizer
+        if hasattr(optimizer, "ema_weights"):
+            with optimizer.ema_weights():  # the raw weights come back afterwards
+                return super().on_epoch_end(epoch, logs)
+        return super().on_epoch_end(epoch, logs)
+
+
+def accuracy(model, generator, desc):
+    """Accuracy of ``model`` over one pass of ``generator``, with a progress bar."""
+    right = total = 0
+    for x, y in progress(generator, desc=desc):
+        pred = np.argmax(model.predict_on_batch(x), axis=-1)
+        right += int((pred == y).sum())
+        total += len(y)
+    return right / total
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+def resolve_checkpoint(args):
+    if args.checkpoint is None:
+        from demo import ensure_demo_checkpoint
+
+        args.config, args.checkpoint, args.vocab = ensure_demo_checkpoint()
+        args.lr = 1e-3 if args.lr is None else args.lr
+        print("NOTE: training from a small RANDOM checkpoint (checkpoints/demo/). It cannot "
+              "give real accuracy; pass --config/--checkpoint/--vocab of a pretrained BERT "
+              "(e.g. Google's chinese_L-12_H-768_A-12) for real results.")
+
+
+def train(args):
+    """Fine-tunes, keeps the best weights by validation accuracy, reports test accuracy."""
+    resolve_checkpoint(args)
+    args.lr = 5e-5 if args.lr is None else args.lr
+    keras.utils.set_random_seed(args.seed)
+    splits = {s: read_labelled_lines(find_split(args.data_dir, s), args.skip_bad_lines)
+              for s in ("train", "valid", "test")}
+    num_classes = max(2, 1 + max(label for _, label in splits["train"]))
+    tokenizer = Tokenizer(args.vocab, do_lower_case=args.do_lower_case)
+    generators = {
+        s: SentenceGenerator(items, tokenizer, args.maxlen, batch_size=args.batch_size,
+                             bucket=(s == "train"))
+        for s, items in splits.items()
+    }
+    print(f"train/valid/test: {', '.join(str(len(v)) for v in splits.values())} texts, "
+          f"{num_classes} classes")
+
+    model = build_classifier(args, num_classes, args.checkpoint)
+    steps = len(generators["train"])
+    model.compile(optimizer=build_optimizer(args, model, steps * args.epochs),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    os.makedirs(args.output_dir, exist_ok=True)
+    weights_path = os.path.join(args.output_dir, WEIGHTS_FILE)
+    evaluator = AccuracyEvaluator(generators["valid"], name="val_accuracy",
+                                  filepath=weights_path)
+    save_run(args, num_classes)
+
+    start = time.time()
+    # tf.data with a [batch, length] signature: any padded length, one trace, prefetching.
+    dataset = generators["train"].to_dataset(SentenceGenerator.TYPES, SentenceGenerator.SHAPES)
+    model.fit(dataset, steps_per_epoch=steps, epochs=args.epochs, callbacks=[evaluator],
+              shuffle=False)  # the generator shuffles (and buckets) by itself
+    model.load_weights(weights_path)
+    test_accuracy = accuracy(model, generators["test"], desc="test")
+    minutes = (time.time() - start) / 60
+    print(f"best val_accuracy: {evaluator.best:.4f}  test accuracy: {test_accuracy:.4f}  "
+          f"({minutes:.1f} min)  weights: {weights_path}")
+    return {"val_accuracy": evaluator.best, "test_accuracy": test_accuracy, "minutes": minutes,
+            "model": model, "tokenizer": tokenizer}
+
+
+def save_run(args, num_classes):
+    """What ``--predict`` needs to rebuild the model (paths are stored absolute)."""
+    run = {"config": os.path.abspath(args.config), "vocab": os.path.abspath(args.vocab),
+           "model": args.model, "do_lower_case": args.do_lower_case, "maxlen": args.maxlen,
+           "pooling": args.pooling, "dropout": args.dropout, "num_classes": num_classes}
+    path = os.path.join(args.output_dir, RUN_FILE)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(run, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def predict(args):
+    """Prints the label and its probability for each text, from the saved weights."""
+    run_path = os.path.join(args.output_dir, RUN_FILE)
+    weights_path = os.path.join(args.output_dir, WEIGHTS_FILE)
+    for path in (run_path, weights_path):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} not found: train first (same --output-dir)")
+    with open(run_path, encoding="utf-8") as f:
+        run = json.load(f)
+    for key in ("config", "vocab", "model", "do_lower_case", "maxlen", "pooling", "dropout"):
+        setattr(args, key, run[key])
+    tokenizer = Tokenizer(args.vocab, do_lower_case=args.do_lower_case)
+    model = build_classifier(args, run["num_classes"])
+    model.load_weights(weights_path)
+    encoded = [tokenizer.encode(text, maxlen=args.maxlen) for text in args.predict]
+    token_ids = sequence_padding([ids for ids, _ in encoded])
+    segment_ids = sequence_padding([segments for _, segments in encoded])
+    probs = model.predict([token_ids, segment_ids], verbose=0)
+    results = []
+    for text, p in zip(args.predict, probs):
+        label = int(np.argmax(p))
+        results.append((text, label, float(p[label])))
+        print(f"{label}\t{p[label]:.4f}\t{text}")
+    return results
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    return predict(args) if args.predict else train(args)
+
+
+if __name__ == "__main__":
+    main()
