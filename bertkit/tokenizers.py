@@ -21,6 +21,7 @@ Example:
 """
 import functools
 import itertools
+import numbers
 import os
 import re
 import unicodedata
@@ -303,10 +304,10 @@ class Tokenizer:
         self._build_caches()
 
     def _build_caches(self):
-        # word -> ((token, owners), ...), word -> [tokens], word -> [ids].
+        # word -> ((token, first, stop), ...), word -> [tokens], word -> [ids].
         self._spans_cache = _WordCache(self._word_spans)
         self._token_cache = _WordCache(
-            lambda word: [t for t, _ in self._spans_cache[word]])
+            lambda word: [span[0] for span in self._spans_cache[word]])
         unk, get = self._token_unk_id, self._token_dict.get
         self._id_cache = _WordCache(
             lambda word: [get(t, unk) for t in self._token_cache[word]])
@@ -461,6 +462,13 @@ class Tokenizer:
             not come from `text` map to `[]`.
         """
         spans = self._text_spans(self._check_text(text, "text"))
+        tokens = list(tokens)
+        head = int(bool(tokens) and tokens[0] == self._token_start)
+        tail = int(len(tokens) > head and tokens[-1] == self._token_end)
+        body = tokens[head:len(tokens) - tail]
+        if [span[0] for span in spans[:len(body)]] == body:  # the usual case
+            return ([[] for _ in range(head)] + [list(span[1]) for span in spans[:len(body)]]
+                    + [[] for _ in range(tail)])
         mapping, j = [], 0
         for token in tokens:
             k = j
@@ -491,7 +499,7 @@ class Tokenizer:
             return n_first, n_second
         n_end = int(self._token_end is not None)
         extra = int(self._token_start is not None) + n_end * (1 if n_second is None else 2)
-        if not isinstance(maxlen, int) or maxlen < extra:
+        if not isinstance(maxlen, numbers.Integral) or maxlen < extra:
             raise ValueError("maxlen must be an int >= %d (the special tokens), got %r"
                              % (extra, maxlen))
         if n_second is None:
@@ -531,9 +539,9 @@ class Tokenizer:
             kept = range(offset, offset + len(text))
         spans = []
         for match in _WORD_RE.finditer(text):
-            base = kept[match.start():match.end()]
-            for token, owners in self._spans_cache[match.group()]:
-                spans.append((token, [base[o] for o in owners]))
+            start = match.start()
+            for token, first, stop in self._spans_cache[match.group()]:
+                spans.append((token, kept[start + first:start + stop]))
         return spans
 
     def _pretokenized_spans(self, text):
@@ -561,8 +569,8 @@ class Tokenizer:
         return spans
 
     def _word_spans(self, word):
-        """`(token, owners)` for one whitespace-free word of cleaned text;
-        `owners` index the word's characters."""
+        """`(token, first, stop)` for each token of one whitespace-free word of
+        cleaned text: the token covers the word's characters first..stop-1."""
         if self._do_lower_case:
             text, owners = _lower_strip_accents(word)
         else:
@@ -575,8 +583,7 @@ class Tokenizer:
                 first = 0 if a == 0 else min(owners[a:b])
                 stop = owners[b] if b < len(text) else len(word)
                 stop = max(stop, max(owners[a:b]) + 1)
-                spans.append((self._token_translate.get(token, token),
-                              tuple(range(first, stop))))
+                spans.append((self._token_translate.get(token, token), first, stop))
         return tuple(spans)
 
     def _wordpiece(self, piece):
