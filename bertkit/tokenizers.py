@@ -196,9 +196,9 @@ def _lower_strip_accents(word):
                       if unicodedata.category(c) != "Mn"]
     # Lower-casing and NFD can lengthen a character (`İ` -> `i` + U+0307,
     # Hangul syllables -> jamo); map per character, then reorder marks as NFD.
+    # `str.lower` is the per-character mapping (its one context rule, the
+    # final sigma, keeps the length), so `owners` lines up with `lowered`.
     owners = [i for i, c in enumerate(word) for _ in c.lower()]
-    if len(owners) != len(lowered):  # not produced by CPython's casing rules
-        owners = [i * len(word) // len(lowered) for i in range(len(lowered))]
     chars, char_owners = [], []
     for c, owner in zip(lowered, owners):
         decomposed = unicodedata.normalize("NFD", c)
@@ -386,7 +386,7 @@ class Tokenizer:
             `(token_ids, segment_ids)`, two lists of ints.
 
         Example:
-            >>> token_ids, segment_ids = tokenizer.encode('问题', '回答', maxlen=32)  # doctest: +SKIP
+            >>> ids, segments = tokenizer.encode('问题', '回答', maxlen=32)  # doctest: +SKIP
         """
         first = self._text_ids(self._check_text(first_text, "first_text"))
         second = None
@@ -455,11 +455,12 @@ class Tokenizer:
             For each token, the increasing list of indices into `text` of the
             characters it covers: `[]` for `token_start`, `token_end` and other
             bracketed special tokens; for `[UNK]` the characters of the word
-            it replaced. Indices account for lower-casing, stripped accents and
-            deleted control characters. A token sits on a character shared
-            with its neighbour only when that character normalises to several
-            (a Hangul syllable decomposed by `do_lower_case`). Tokens that do
-            not come from `text` map to `[]`.
+            it replaced. Indices account for lower-casing and deleted control
+            characters; an accent stripped by `do_lower_case` belongs to the
+            token of the character before it. A token shares a character with
+            its neighbour only when that character normalises to several (a
+            Hangul syllable decomposed by `do_lower_case`). Tokens that do not
+            come from `text` map to `[]`.
         """
         spans = self._text_spans(self._check_text(text, "text"))
         tokens = list(tokens)
