@@ -20,20 +20,23 @@ class Generator(bertkit.data.DataGenerator):
                 batch_token_ids, batch_segment_ids, batch_labels = [], [], []
 ```
 
-Three ways to feed `model.fit` from the same generator:
+Three ways to feed `model.fit` from the same generator (pass `shuffle=False` to
+`fit` to silence its warning; the generator shuffles by itself):
 
-- `model.fit(gen.forfit(), steps_per_epoch=len(gen))`: the bert4keras way. Keras
-  infers the batch signature from the first two batches, so a sequence axis whose
-  length is equal in those two batches becomes fixed and a later batch of another
-  length fails with "Generator yielded an element of shape ...". Fine when lengths
-  vary (dynamic padding); with a fixed `maxlen` padding it may bite.
-- `model.fit(gen.to_dataset(types, shapes), steps_per_epoch=len(gen))`: the same
-  batches through `tf.data` with an explicit signature (no inference trap) and
-  prefetching, so the next batch is built while the current step runs.
+- `model.fit(gen.to_dataset(), steps_per_epoch=len(gen))`: the batches through
+  `tf.data` with prefetching, so the next batch is built while the current step
+  runs. The signature has every axis of unknown size (or is given explicitly).
+- `model.fit(gen.forfit(), steps_per_epoch=len(gen))`: the bert4keras way. Keras 3
+  infers the batch signature from the first two batches, so an axis that has the
+  same length in both becomes fixed and a later batch fails with "Generator
+  yielded an element of shape (32, 237) where an element of shape (None, 256) was
+  expected". With `maxlen` truncation this is likely (two batches that both hold a
+  text longer than `maxlen`); prefer `to_dataset` for variable-length batches.
 - `model.fit(gen.to_pydataset(workers=2, use_multiprocessing=True))`: batches built
   in worker processes, each batch exactly once per epoch. Worth it when per-batch
   Python work (tokenization, feature building) is a real share of the step time and
-  a core is free for it; see `GeneratorDataset` for the trade-offs.
+  a core is free for it; see `GeneratorDataset` for the trade-offs (it shares the
+  two-batch signature inference of `forfit`).
 
 `DataGenerator(..., bucket=True)` sorts items by length inside a buffer so batches
 carry little padding, while the order of batches stays random.
@@ -407,8 +410,8 @@ class DataGenerator:
                     "empty or a one-shot iterator was used up by an earlier epoch"
                 )
 
-    def to_dataset(self, types, shapes, names=None, padded_batch=False, random=True,
-                   repeat=True):
+    def to_dataset(self, types=None, shapes=None, names=None, padded_batch=False,
+                   random=True, repeat=True):
         """Wraps the generator in a prefetching `tf.data.Dataset`.
 
         Two modes:
@@ -422,6 +425,10 @@ class DataGenerator:
           `tf.data` groups `batch_size` of them, padding with zeros to the longest;
           `types`/`shapes` describe one item (e.g. `[None]` for token ids). Unlike
           bert4keras, the batch-yielding mode is not batched a second time.
+
+        Leave out `types` and `shapes` to read them from the first element
+        `__iter__(False)` yields, every axis of unknown size (what tf.keras 2 did
+        for generators); the leaves must then be numpy arrays.
 
         Args:
             types: nested structure (tuples, lists, dicts) of dtypes matching what
@@ -444,10 +451,19 @@ class DataGenerator:
             A `tf.data.Dataset`, prefetched with `tf.data.AUTOTUNE`.
         """
         wrap = _names_wrapper(names)
-        try:
-            signature = _signature(wrap(types), wrap(shapes))
-        except (TypeError, ValueError, KeyError) as e:
-            raise ValueError(f"types and shapes do not describe the same structure: {e}") from e
+        if (types is None) != (shapes is None):
+            raise ValueError("pass both types and shapes, or neither")
+        if types is None:
+            first = next(iter(self.__iter__(False)), None)
+            if first is None:
+                raise ValueError(f"{type(self).__name__}.__iter__ yielded nothing")
+            signature = wrap(_unknown_shapes(first, "element"))
+        else:
+            try:
+                signature = _signature(wrap(types), wrap(shapes))
+            except (TypeError, ValueError, KeyError) as e:
+                raise ValueError(
+                    f"types and shapes do not describe the same structure: {e}") from e
 
         def generator():
             batches = self.forfit(random) if repeat else self.__iter__(random)
@@ -500,6 +516,20 @@ def _signature(types, shapes):
     if len(types) != len(shapes):
         raise ValueError(f"{len(types)} dtypes in {types!r} but {len(shapes)} shapes in {shapes!r}")
     return tuple(_signature(t, s) for t, s in zip(types, shapes))
+
+
+def _unknown_shapes(element, path):
+    """Signature of `element` with every axis of unknown size."""
+    if isinstance(element, dict):
+        return {key: _unknown_shapes(v, f"{path}[{key!r}]") for key, v in element.items()}
+    if isinstance(element, (list, tuple)):
+        return tuple(_unknown_shapes(v, f"{path}[{i}]") for i, v in enumerate(element))
+    if not isinstance(element, (np.ndarray, np.generic)):
+        raise ValueError(
+            f"{path} is a {type(element).__name__}; reading the signature needs numpy "
+            "arrays as leaves, or pass types and shapes"
+        )
+    return tf.TensorSpec([None] * element.ndim, tf.as_dtype(element.dtype))
 
 
 def _conform(spec, value, path):

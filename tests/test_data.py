@@ -68,14 +68,15 @@ def targets_of(batches):
     return [list(np.asarray(y)) for _, y in batches]
 
 
-def tiny_model(vocab=5001):
+def tiny_model(vocab=5001, compile=True):
     model = keras.Sequential([
         keras.Input(shape=(None,), dtype="int32"),
         keras.layers.Embedding(vocab, 8),
         keras.layers.GlobalAveragePooling1D(),
         keras.layers.Dense(2, activation="softmax"),
     ])
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    if compile:
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     return model
 
 
@@ -350,17 +351,33 @@ def test_to_dataset_padded_batch_and_names():
         gen.to_dataset(("int32", "int32"), ([None],))
 
 
+def test_to_dataset_reads_a_signature_of_unknown_lengths():
+    # The first two batches share a length: Keras's own inference would fix it.
+    items = [("a" * 5, 0)] * 16 + [("a" * 9, 1)] * 8
+    gen = TextGenerator(items, batch_size=8)
+    ds = gen.to_dataset(random=False, repeat=False)
+    assert [spec.shape.as_list() for spec in ds.element_spec] == [[None, None], [None]]
+    batches = list(ds.as_numpy_iterator())
+    assert_same_batches(batches, list(gen))
+    assert [b[0].shape[1] for b in batches] == [5, 5, 9]
+    history = tiny_model().fit(gen.to_dataset(random=False), steps_per_epoch=len(gen),
+                               epochs=1, verbose=0, shuffle=False)
+    assert np.isfinite(history.history["loss"][0])
+    with pytest.raises(ValueError, match="both types and shapes"):
+        gen.to_dataset(types=("int32", "int32"))
+
+
 def test_fit_with_forfit_and_to_dataset():
     items = [(t, i % 2) for t, i in make_items(40, seed=3)]
     gen = TextGenerator(items, batch_size=8, seed=0)
     model = tiny_model()
-    history = model.fit(gen.forfit(), steps_per_epoch=len(gen), epochs=2, verbose=0)
+    history = model.fit(gen.forfit(), steps_per_epoch=len(gen), epochs=2, verbose=0, shuffle=False)
     assert len(history.history["loss"]) == 2
     ds = gen.to_dataset(("int32", "int32"), ([None, None], [None]))
-    history = model.fit(ds, steps_per_epoch=len(gen), epochs=2, verbose=0)
+    history = model.fit(ds, steps_per_epoch=len(gen), epochs=2, verbose=0, shuffle=False)
     assert np.all(np.isfinite(history.history["loss"]))
     once = gen.to_dataset(("int32", "int32"), ([None, None], [None]), repeat=False)
-    assert len(model.fit(once, epochs=2, verbose=0).history["loss"]) == 2
+    assert len(model.fit(once, epochs=2, verbose=0, shuffle=False).history["loss"]) == 2
 
 
 # ----------------------------------------------------------------- PyDataset
@@ -439,10 +456,15 @@ def test_evaluator_scores_accuracy_and_keeps_the_best(tmp_path):
     model = tiny_model()
     path = tmp_path / "best.weights.h5"
     evaluator = Evaluator(gen, filepath=str(path), verbose=0)
-    history = model.fit(gen.forfit(), steps_per_epoch=len(gen), epochs=1,
-                        callbacks=[evaluator], verbose=0)
+    history = model.fit(gen.to_dataset(), steps_per_epoch=len(gen), epochs=2,
+                        callbacks=[evaluator], verbose=0, shuffle=False)
     probs = np.concatenate([model.predict_on_batch(x) for x, _ in gen])
     labels = np.array([label for _, label in items])
     expected = float(np.mean(probs.argmax(axis=1) == labels))
-    assert history.history["val_score"] == [pytest.approx(expected)]
-    assert evaluator.best == pytest.approx(expected) and path.exists()
+    scores = history.history["val_score"]
+    assert len(scores) == 2 and scores[-1] == pytest.approx(expected)
+    assert evaluator.best == max(scores) and path.exists()
+    best = tiny_model(compile=False)
+    best.load_weights(str(path))
+    best_probs = np.concatenate([best.predict_on_batch(x) for x, _ in gen])
+    assert np.mean(best_probs.argmax(axis=1) == labels) == pytest.approx(max(scores))
