@@ -6,6 +6,8 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bertkit.data import (
     DataGenerator,
@@ -132,6 +134,25 @@ def test_padding_keeps_trailing_axes_and_empty_items():
     np.testing.assert_array_equal(out[1], np.array([[2.0] * 3, [0.0] * 3]))
     np.testing.assert_array_equal(out[2], np.zeros((2, 3)))
     assert sequence_padding([[], [1, 2]]).dtype.kind == "i"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    inputs=st.lists(st.lists(st.integers(1, 9), max_size=6), min_size=1, max_size=5),
+    length=st.one_of(st.none(), st.integers(0, 8)),
+    value=st.integers(-3, 0),
+    mode=st.sampled_from(["post", "pre"]),
+)
+def test_padding_matches_a_naive_reference(inputs, length, value, mode):
+    target = max(len(x) for x in inputs) if length is None else length
+    rows = []
+    for x in inputs:
+        x = x[:target]
+        pad = [value] * (target - len(x))
+        rows.append(x + pad if mode == "post" else pad + x)
+    out = sequence_padding(inputs, length=length, value=value, mode=mode)
+    assert out.shape == (len(inputs), target)
+    assert out.tolist() == rows
 
 
 @pytest.mark.parametrize("inputs, message", [
@@ -281,13 +302,18 @@ def test_bucketing_puts_the_partial_batch_last_and_leaves_random_false_alone():
 
 
 def test_bucketing_runs_are_sorted_within_a_buffer():
-    items = make_items(64, seed=7, max_len=64)
+    items = make_items(60, seed=7, max_len=64)
     gen = TextGenerator(items, batch_size=8, bucket=True, buffer_size=64, seed=1)
-    # One buffer holds everything: every batch spans a contiguous length range,
-    # so batches do not overlap in length beyond ties.
-    ranges = sorted((min(len(items[i][0]) for i in y), max(len(items[i][0]) for i in y))
-                    for y in targets_of(gen.__iter__(True)))
+    batches = targets_of(gen.__iter__(True))
+    assert [len(y) for y in batches] == [8] * 7 + [4]
+    # One buffer holds everything, so every batch is one run of the sorted order:
+    # batches do not overlap in length beyond ties, and the partial run (the
+    # longest items) comes last.
+    spans = [(min(len(items[i][0]) for i in y), max(len(items[i][0]) for i in y))
+             for y in batches]
+    ranges = sorted(spans)
     assert all(hi <= lo2 for (_, hi), (lo2, _) in zip(ranges, ranges[1:]))
+    assert spans[-1][0] >= max(hi for _, hi in spans[:-1])
 
 
 def test_bucket_key():
