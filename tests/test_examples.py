@@ -1,4 +1,5 @@
 """End-to-end runs of the example scripts on tiny checkpoints and data."""
+import json
 import os
 import sys
 
@@ -104,3 +105,118 @@ def test_sentiment_example_missing_files(demo_dir, tmp_path):
         example.main(["--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "out")])
     with pytest.raises(FileNotFoundError, match="train first"):
         example.main(["--output-dir", str(tmp_path / "none"), "--predict", "很好"])
+
+
+# -- triple extraction ------------------------------------------------------------------
+
+SPO_TEXTS = [
+    ("银杏又名白果，原产于中国。", [("银杏", "别称", "白果"), ("银杏", "地理分布", "中国")]),
+    ("月季的花多为红色和黄色。", [("月季", "颜色", "红色"), ("月季", "颜色", "黄色")]),
+    ("荷花原产于印度，花多为白色。", [("荷花", "地理分布", "印度"), ("荷花", "颜色", "白色")]),
+    ("樟树又名香樟，原产于台湾。", [("樟树", "别称", "香樟"), ("樟树", "地理分布", "台湾")]),
+]
+SPO_PREDICATES = ["别称", "地理分布", "颜色"]
+
+
+def write_spo_files(directory, train, valid):
+    """Writes LIC2019-format train/valid files and a schema; returns their paths."""
+    os.makedirs(directory, exist_ok=True)
+    paths = []
+    for name, items in (("train", train), ("valid", valid)):
+        path = os.path.join(directory, f"{name}.json")
+        with open(path, "w", encoding="utf-8") as f:
+            for text, triples in items:
+                spo_list = [{"subject": s, "predicate": p, "object": o} for s, p, o in triples]
+                f.write(json.dumps({"text": text, "spo_list": spo_list},
+                                   ensure_ascii=False) + "\n")
+        paths.append(path)
+    schema = os.path.join(directory, "schema.json")
+    with open(schema, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"predicate": p}, ensure_ascii=False) + "\n"
+                     for p in SPO_PREDICATES)
+    return paths + [schema]
+
+
+def test_triple_example_trains_counts_skips_and_predicts(demo_dir, tmp_path, capsys):
+    import task_triple_extraction as example
+
+    noisy = [
+        ("松树高大。", [("松树", "别称", "青松")]),                      # object not in the text
+        ("柳树原产于中国。", [("柳树", "地理分布", "中国"), ("柳树", "寓意", "离别")]),
+        ("梅花" + "，" * 40 + "原产于中国。", [("梅花", "地理分布", "中国")]),  # beyond maxlen
+        ("今天天气很好。", []),                                           # a negative text
+    ]
+    train, valid, schema = write_spo_files(tmp_path / "data", SPO_TEXTS * 8 + noisy, SPO_TEXTS)
+    out = str(tmp_path / "out")
+    result = example.main(["--train", train, "--valid", valid, "--schema", schema,
+                           "--epochs", "8", "--batch-size", "8", "--maxlen", "24",
+                           "--lr", "3e-3", "--ema", "0.5", "--output-dir", out])
+    printed = capsys.readouterr().out
+    assert '"truncated texts": 1, "not in text": 1, "cut by maxlen": 1' in printed
+    assert '"unknown predicate": 1' in printed and '"dropped texts": 2' in printed
+    assert result["gold"] == 8 and 0 <= result["f1"] <= 1
+    with open(os.path.join(out, "valid_predictions.jsonl"), encoding="utf-8") as f:
+        records = [json.loads(line) for line in f]
+    assert [r["text"] for r in records] == [text for text, _ in SPO_TEXTS]
+    assert records[0]["gold"] == [list(t) for t in SPO_TEXTS[0][1]]
+    assert sum(len(r["predicted"]) for r in records) == result["predicted"] > 0
+    # --predict rebuilds the model from run.json and the best weights: same triples.
+    texts = [text for text, _ in SPO_TEXTS]
+    predicted = example.main(["--output-dir", out, "--predict", *texts])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["spo_list"] for line in lines] == [r["predicted"] for r in records]
+    assert [[list(t[:3]) for t in p] for p in predicted] == \
+        [[[t["subject"], t["predicate"], t["object"]] for t in r["predicted"]] for r in records]
+
+
+def test_triple_example_random_model_and_valid_split(demo_dir, tmp_path):
+    import demo
+    import task_triple_extraction as example
+
+    train, _, schema = write_spo_files(tmp_path / "data", SPO_TEXTS * 5, SPO_TEXTS)
+    vocab = demo.ensure_demo_checkpoint()[2]
+    out = str(tmp_path / "out")
+    result = example.main(["--train", train, "--valid-split", "0.2", "--schema", schema,
+                           "--vocab", vocab, "--random-model", "1,16,2,32", "--epochs", "1",
+                           "--output-dir", out])
+    assert result["gold"] == 8  # 4 of the 20 texts held out, 2 triples each
+    with open(os.path.join(out, "run.json"), encoding="utf-8") as f:
+        run = json.load(f)
+    with open(run["config"], encoding="utf-8") as f:
+        config = json.load(f)
+    assert (config["num_hidden_layers"], config["hidden_size"]) == (1, 16)
+    assert run["predicates"] == SPO_PREDICATES
+    items = list(range(10))
+    train_part, valid_part = example.split_items(items, 0.3, seed=1)
+    assert sorted(train_part + valid_part) == items and len(valid_part) == 3
+    assert example.split_items(items, 0.3, seed=1) == (train_part, valid_part)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("{not json", "train.json:2: invalid JSON"),
+    ('{"text": "", "spo_list": []}', "train.json:2: no non-empty 'text'"),
+    ('{"text": "银杏", "spo_list": [{"subject": "银杏"}]}', "train.json:2: an 'spo_list' entry"),
+])
+def test_triple_example_names_bad_lines(tmp_path, line, message):
+    import task_triple_extraction as example
+
+    path = tmp_path / "train.json"
+    path.write_text('{"text": "银杏", "spo_list": []}\n' + line + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=message):
+        example.read_spo_lines(str(path))
+    assert len(example.read_spo_lines(str(path), skip_bad_lines=True)) == 1
+
+
+def test_triple_example_argument_and_file_errors(tmp_path, capsys):
+    import task_triple_extraction as example
+
+    with pytest.raises(SystemExit):
+        example.main(["--random-model", "4,256", "--vocab", "v.txt"])
+    assert "four positive ints" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        example.main(["--random-model", "1,16,2,32"])
+    assert "needs --vocab" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="schema file not found"):
+        example.read_schema(str(tmp_path / "none.json"))
+    with pytest.raises(FileNotFoundError, match="train first"):
+        example.main(["--output-dir", str(tmp_path / "none"), "--predict", "银杏"])

@@ -1,0 +1,490 @@
+"""Extract (subject, predicate, object) triples with BERT, "half pointer, half tagging".
+
+Data in the LIC2019 / DuIE format: one JSON object a line, ``{"text": ...,
+"spo_list": [{"subject": ..., "predicate": ..., "object": ...}, ...]}``, and a schema
+file with one ``{"predicate": ...}`` a line. The model and decoding live in
+``bertkit.extraction``. With no arguments the script runs end to end in about a minute
+on the sample data in ``examples/data/`` and a small RANDOM checkpoint under
+``checkpoints/demo/``, which cannot give real scores.
+
+    python examples/task_triple_extraction.py
+    python examples/task_triple_extraction.py --train ../shared/data/spo_plants/train_data.json \\
+        --valid-split 0.1 --schema ../shared/data/spo_plants/schemas.jsonl \\
+        --config chinese_L-12_H-768_A-12/bert_config.json \\
+        --checkpoint chinese_L-12_H-768_A-12/bert_model.ckpt \\
+        --vocab chinese_L-12_H-768_A-12/vocab.txt --epochs 20 --lr 2e-5
+    python examples/task_triple_extraction.py --predict "银杏又名白果，原产于中国。"
+
+Without a pretrained checkpoint, ``--random-model 4,256,4,1024 --vocab vocab.txt``
+trains a randomly initialised BERT of that size (layers, hidden, heads, intermediate).
+Evaluation is the LIC2019 rule: exact (subject, predicate, object) matches, compared
+per text as sets; the gold side keeps every annotated triple, also those training had
+to skip, so the score is not flattered.
+"""
+import argparse
+import contextlib
+import json
+import os
+import random
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bertkit import optimizers  # noqa: E402
+from bertkit.config import BertConfig  # noqa: E402
+from bertkit.data import DataGenerator, Evaluator, sequence_padding  # noqa: E402
+from bertkit.extraction import (TripleExtractor, object_labels, sample_subject,  # noqa: E402
+                                subject_labels, token_span, triple_scores)
+from bertkit.models import build_transformer_model  # noqa: E402
+from bertkit.tokenizers import Tokenizer  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RUN_FILE = "run.json"
+WEIGHTS_FILE = "best.weights.h5"
+PREDICTIONS_FILE = "valid_predictions.jsonl"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", help="bert_config.json of a Google BERT/ALBERT checkpoint")
+    p.add_argument("--checkpoint", help="checkpoint prefix, e.g. .../bert_model.ckpt")
+    p.add_argument("--vocab", help="vocab.txt of the checkpoint")
+    p.add_argument("--model", default="bert", choices=["bert", "roberta", "albert"])
+    p.add_argument("--do-lower-case", action="store_true", help="for uncased English models")
+    p.add_argument("--random-model", metavar="L,H,A,I",
+                   help="no checkpoint: a random BERT with L layers, hidden size H, A heads "
+                        "and intermediate size I, on --vocab")
+    p.add_argument("--train", default=os.path.join(HERE, "data", "spo.train.json"))
+    p.add_argument("--valid", default=os.path.join(HERE, "data", "spo.valid.json"))
+    p.add_argument("--schema", default=os.path.join(HERE, "data", "spo.schema.json"),
+                   help="one JSON object with a 'predicate' a line")
+    p.add_argument("--valid-split", type=float, default=None, metavar="FRACTION",
+                   help="hold out FRACTION of --train (shuffled with --seed) as validation "
+                        "instead of reading --valid")
+    p.add_argument("--maxlen", type=int, default=128, help="tokens per text; longer texts "
+                   "are truncated (and counted)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate (default: 5e-5 from a pretrained checkpoint, "
+                        "1e-3 from a random one, the demo's or --random-model's)")
+    p.add_argument("--warmup-steps", type=int, default=None,
+                   help="linear warm-up steps (default: 10%% of training)")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--ema", type=float, default=0.0, metavar="MOMENTUM",
+                   help="evaluate and keep an exponential moving average of the weights, "
+                        "e.g. 0.999 (0: off)")
+    p.add_argument("--layerwise-lr-decay", type=float, default=None, metavar="DECAY",
+                   help="layer i of L learns at lr * DECAY**(L - i), e.g. 0.9")
+    p.add_argument("--start-threshold", type=float, default=0.6,
+                   help="a span starts where its start probability exceeds this")
+    p.add_argument("--end-threshold", type=float, default=0.5,
+                   help="a span ends where its end probability exceeds this")
+    p.add_argument("--skip-bad-lines", action="store_true",
+                   help="skip malformed data lines with a count instead of stopping")
+    p.add_argument("--output-dir", default=os.path.join("outputs", "triples"))
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--predict", nargs="+", metavar="TEXT",
+                   help="print the triples of TEXTs as JSON, from the weights saved in "
+                        "--output-dir")
+    return check_args(p, p.parse_args(argv))
+
+
+def check_args(parser, args):
+    """Argument combinations and ranges argparse cannot express."""
+    given = [args.config, args.checkpoint, args.vocab]
+    if args.random_model:
+        if args.config or args.checkpoint or not args.vocab:
+            parser.error("--random-model needs --vocab and excludes --config/--checkpoint")
+        try:
+            args.random_model = [int(v) for v in args.random_model.split(",")]
+            assert len(args.random_model) == 4 and min(args.random_model) > 0
+        except (ValueError, AssertionError):
+            parser.error(f"--random-model must be four positive ints L,H,A,I, got "
+                         f"{args.random_model!r}")
+    elif any(given) and not all(given):
+        parser.error("--config, --checkpoint and --vocab go together")
+    for name in ("maxlen", "batch_size", "epochs"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0 <= args.ema < 1:
+        parser.error("--ema must be in [0, 1)")
+    if args.valid_split is not None and not 0 < args.valid_split < 1:
+        parser.error("--valid-split must be in (0, 1)")
+    return args
+
+
+# -- data -------------------------------------------------------------------------------
+
+
+def read_schema(path):
+    """The predicate names of a schema file (one JSON object a line), in file order."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"schema file not found: {path}")
+    predicates = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                predicate = json.loads(line)["predicate"]
+            except (ValueError, KeyError, TypeError):
+                raise ValueError(f"{path}:{number}: expected a JSON object with a "
+                                 "'predicate'") from None
+            if predicate not in predicates:
+                predicates.append(predicate)
+    if not predicates:
+        raise ValueError(f"{path}: no predicates")
+    return predicates
+
+
+def parse_spo_line(line):
+    """``{'text', 'spo_list': [(s, p, o)]}`` from one data line, or a problem string."""
+    try:
+        item = json.loads(line)
+    except ValueError as e:
+        return f"invalid JSON ({e.msg})"
+    if not isinstance(item, dict) or not isinstance(item.get("text"), str) \
+            or not item["text"].strip():
+        return "no non-empty 'text'"
+    spo_list = item.get("spo_list", [])
+    if not isinstance(spo_list, list):
+        return "'spo_list' is not a list"
+    triples = []
+    for spo in spo_list:
+        if not isinstance(spo, dict) or not all(
+                isinstance(spo.get(k), str) for k in ("subject", "predicate", "object")):
+            return "an 'spo_list' entry lacks a str subject, predicate or object"
+        triples.append((spo["subject"], spo["predicate"], spo["object"]))
+    return {"text": item["text"], "spo_list": triples}
+
+
+def read_spo_lines(path, skip_bad_lines=False):
+    """The items of a LIC2019/DuIE file, with errors naming file:line."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"data file not found: {path}")
+    items, skipped = [], 0
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            item = parse_spo_line(line)
+            if isinstance(item, str):
+                if not skip_bad_lines:
+                    raise ValueError(f"{path}:{number}: {item} (use --skip-bad-lines to "
+                                     "skip such lines)")
+                skipped += 1
+                continue
+            items.append(item)
+    if skipped:
+        print(f"{path}: skipped {skipped} malformed line(s)")
+    if not items:
+        raise ValueError(f"{path}: no data lines")
+    return items
+
+
+def split_items(items, fraction, seed):
+    """``(train, valid)``: a seeded shuffle of ``items`` cut at ``fraction``."""
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    cut = max(1, round(len(items) * fraction))
+    return [items[i] for i in order[cut:]], [items[i] for i in order[:cut]]
+
+
+def prepare_examples(items, tokenizer, maxlen, predicates):
+    """Token ids and gold token spans ``{subject: [(p, start, end)]}`` of each text.
+
+    Gold triples that cannot be placed are skipped and counted: subject or object not
+    in the text verbatim, cut off by ``maxlen``, not on token boundaries, predicate not
+    in the schema. Texts left without any triple are dropped (texts annotated with
+    none are kept, as negatives).
+
+    Returns:
+        ``(examples, counts)``, examples as ``(token_ids, spans)``.
+    """
+    index = {p: i for i, p in enumerate(predicates)}
+    counts = dict.fromkeys(["truncated texts", "not in text", "cut by maxlen",
+                            "not on token boundaries", "unknown predicate",
+                            "dropped texts"], 0)
+    examples = []
+    for item in items:
+        text = item["text"]
+        tokens = tokenizer.tokenize(text, maxlen=maxlen)
+        mapping = tokenizer.rematch(text, tokens)
+        truncated = len(tokens) < len(tokenizer.tokenize(text))
+        counts["truncated texts"] += truncated
+        spans = {}
+        for s, p, o in item["spo_list"]:
+            reason = _place_triple(text, mapping, s, p, o, index, spans)
+            if reason == "not on token boundaries" and truncated:
+                full = tokenizer.rematch(text, tokenizer.tokenize(text))
+                if token_span(text, full, s) and token_span(text, full, o):
+                    reason = "cut by maxlen"
+            if reason:
+                counts[reason] += 1
+        if item["spo_list"] and not spans:
+            counts["dropped texts"] += 1
+            continue
+        examples.append((tokenizer.tokens_to_ids(tokens), spans))
+    return examples, counts
+
+
+def _place_triple(text, mapping, s, p, o, index, spans):
+    """Adds one gold triple to ``spans``; returns why it could not, or None."""
+    if p not in index:
+        return "unknown predicate"
+    if s not in text or o not in text:
+        return "not in text"
+    subject, obj = token_span(text, mapping, s), token_span(text, mapping, o)
+    if subject is None or obj is None:
+        return "not on token boundaries"
+    objects = spans.setdefault(subject, [])
+    if (index[p], *obj) not in objects:
+        objects.append((index[p], *obj))
+    return None
+
+
+class TripleGenerator(DataGenerator):
+    """Batches ``((token_ids, segment_ids, subject_ids), (subject_labels, object_labels),
+    (mask, mask))``, one sampled gold subject per text (``sample_subject``)."""
+
+    def __init__(self, examples, num_predicates, **kwargs):
+        super().__init__(examples, **kwargs)
+        self.num_predicates = num_predicates
+
+    def __iter__(self, random=False):
+        batch = []
+        for is_end, (token_ids, spans) in self.sample(random):
+            length = len(token_ids)
+            # A text annotated with no triple still trains the subject pointer.
+            subject = sample_subject(list(spans), self.random_state) if spans else (0, 0)
+            batch.append((token_ids, subject_labels(length, spans), subject,
+                          object_labels(length, self.num_predicates, spans.get(subject, []))))
+            if len(batch) == self.batch_size or is_end:
+                yield self.collate(batch)
+                batch = []
+
+    @staticmethod
+    def collate(batch):
+        token_ids, subjects, subject_ids, objects = zip(*batch)
+        token_ids = sequence_padding(token_ids)
+        mask = (token_ids > 0).astype("float32")
+        # Tuples, not lists: Keras reads the structure of generator batches from them.
+        x = (token_ids, np.zeros_like(token_ids), np.array(subject_ids, dtype="int32"))
+        y = (sequence_padding(subjects), sequence_padding(objects))
+        return x, y, (mask, mask)
+
+
+# -- model ------------------------------------------------------------------------------
+
+
+def build_extractor(args, predicates, checkpoint=None):
+    """The encoder (from the checkpoint when given) with the two pointer heads."""
+    encoder = build_transformer_model(args.config, checkpoint, model=args.model)
+    return TripleExtractor(encoder, predicates)
+
+
+def build_optimizer(args, model, total_steps):
+    """AdamW-style Adam with warm-up and linear decay, optional layer-wise LR and EMA."""
+    warmup = args.warmup_steps if args.warmup_steps is not None else max(1, total_steps // 10)
+    warmup = min(warmup, max(1, total_steps - 1))
+    optimizer_class = optimizers.extend_with_piecewise_linear_lr(
+        optimizers.extend_with_weight_decay(keras.optimizers.Adam))
+    kwargs = dict(learning_rate=args.lr, weight_decay_rate=args.weight_decay,
+                  exclude_from_weight_decay=["Norm", "bias"],
+                  lr_schedule={warmup: 1.0, total_steps: 0.0})
+    if args.layerwise_lr_decay:
+        optimizer_class = optimizers.extend_with_parameter_wise_lr(optimizer_class)
+        kwargs["paramwise_lr_schedule"] = optimizers.layerwise_lr_decay(
+            model, args.layerwise_lr_decay)
+    if args.ema:
+        optimizer_class = optimizers.extend_with_exponential_moving_average(optimizer_class)
+        kwargs["ema_momentum"] = args.ema
+    return optimizer_class(**kwargs)
+
+
+def evaluate(extractor, tokenizer, items, args):
+    """LIC2019 scores on ``items`` and one record per text, gold and predicted side by side."""
+    texts = [item["text"] for item in items]
+    predicted = extractor.extract(texts, tokenizer, maxlen=args.maxlen,
+                                  batch_size=args.batch_size,
+                                  start_threshold=args.start_threshold,
+                                  end_threshold=args.end_threshold)
+    gold = [item["spo_list"] for item in items]
+    records = []
+    for text, g, p in zip(texts, gold, predicted):
+        g_set, p_set = set(g), {t[:3] for t in p}
+        records.append({"text": text, "gold": [list(t) for t in g],
+                        "predicted": [triple_json(t) for t in p],
+                        "missed": [list(t) for t in g if t not in p_set],
+                        "wrong": [list(t[:3]) for t in p if t[:3] not in g_set]})
+    return triple_scores(gold, predicted), records
+
+
+def triple_json(triple):
+    """A ``Triple`` as a JSON-ready dict."""
+    return {"subject": triple.subject, "predicate": triple.predicate, "object": triple.object,
+            "subject_span": list(triple.subject_span), "object_span": list(triple.object_span)}
+
+
+class TripleEvaluator(Evaluator):
+    """Validation F1 after each epoch; keeps the best weights and their predictions.
+
+    Scored, saved and written on the EMA weights when the optimizer keeps them.
+    """
+
+    def __init__(self, extractor, tokenizer, items, args, filepath, predictions_path):
+        super().__init__(items, name="val_f1", filepath=filepath, verbose=0)
+        self.extractor, self.tokenizer, self.items, self.args = extractor, tokenizer, items, args
+        self.predictions_path = predictions_path
+        self.scores = self.best_scores = None
+
+    def evaluate(self):
+        self.scores, self.records = evaluate(self.extractor, self.tokenizer, self.items,
+                                             self.args)
+        return self.scores["f1"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        best = self.best
+        optimizer = self.model.optimizer
+        swap = optimizer.ema_weights() if hasattr(optimizer, "ema_weights") \
+            else contextlib.nullcontext()
+        with swap:  # the raw weights come back afterwards
+            super().on_epoch_end(epoch, logs)
+        if self.best > best:
+            self.best_scores = self.scores
+            write_jsonl(self.predictions_path, self.records)
+        s = self.scores
+        print(f"val precision {s['precision']:.4f} recall {s['recall']:.4f} f1 {s['f1']:.4f} "
+              f"(best f1 {self.best:.4f})", flush=True)
+
+
+def write_jsonl(path, records):
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(path + ".tmp", path)
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+def resolve_checkpoint(args):
+    """Fills in the demo checkpoint, or writes the config of ``--random-model``; picks
+    the default learning rate for pretrained or random weights."""
+    if args.lr is None:
+        args.lr = 5e-5 if args.checkpoint else 1e-3
+    if args.random_model:
+        layers, hidden, heads, intermediate = args.random_model
+        vocab_size = Tokenizer(args.vocab).vocab_size
+        config = BertConfig.from_dict(dict(
+            vocab_size=vocab_size, num_hidden_layers=layers, hidden_size=hidden,
+            num_attention_heads=heads, intermediate_size=intermediate, hidden_act="gelu",
+            max_position_embeddings=512, type_vocab_size=2))
+        args.config = os.path.join(args.output_dir, "bert_config.json")
+        config.to_json_file(args.config)
+        print(f"NOTE: training a RANDOMLY initialised BERT ({layers} layers, hidden {hidden}).")
+    elif args.checkpoint is None:
+        from demo import ensure_demo_checkpoint
+
+        args.config, args.checkpoint, args.vocab = ensure_demo_checkpoint()
+        print("NOTE: training from a small RANDOM checkpoint (checkpoints/demo/). It cannot "
+              "give real scores; pass --config/--checkpoint/--vocab of a pretrained BERT "
+              "(e.g. Google's chinese_L-12_H-768_A-12) for real results.")
+
+
+def load_splits(args):
+    """``(train items, valid items)`` from --train and --valid or --valid-split."""
+    train_items = read_spo_lines(args.train, args.skip_bad_lines)
+    if args.valid_split is not None:
+        return split_items(train_items, args.valid_split, args.seed)
+    return train_items, read_spo_lines(args.valid, args.skip_bad_lines)
+
+
+def train(args):
+    """Trains, keeps the best weights by validation F1, writes their predictions."""
+    os.makedirs(args.output_dir, exist_ok=True)
+    resolve_checkpoint(args)
+    keras.utils.set_random_seed(args.seed)
+    predicates = read_schema(args.schema)
+    train_items, valid_items = load_splits(args)
+    tokenizer = Tokenizer(args.vocab, do_lower_case=args.do_lower_case)
+    examples, counts = prepare_examples(train_items, tokenizer, args.maxlen, predicates)
+    print(f"train/valid: {len(train_items)}/{len(valid_items)} texts, {len(predicates)} "
+          f"predicates; training texts kept: {len(examples)}; skipped gold triples and "
+          f"texts: {json.dumps(counts, ensure_ascii=False)}")
+    generator = TripleGenerator(examples, len(predicates), batch_size=args.batch_size,
+                                bucket=True)
+
+    extractor = build_extractor(args, predicates, args.checkpoint)
+    steps = len(generator)
+    extractor.compile(build_optimizer(args, extractor.model, steps * args.epochs))
+    weights_path = os.path.join(args.output_dir, WEIGHTS_FILE)
+    predictions_path = os.path.join(args.output_dir, PREDICTIONS_FILE)
+    evaluator = TripleEvaluator(extractor, tokenizer, valid_items, args, weights_path,
+                                predictions_path)
+    save_run(args, predicates)
+
+    start = time.time()
+    extractor.model.fit(generator.forfit(), steps_per_epoch=steps, epochs=args.epochs,
+                        callbacks=[evaluator], verbose=2)
+    minutes = (time.time() - start) / 60
+    best = evaluator.best_scores
+    print(f"best val precision {best['precision']:.4f} recall {best['recall']:.4f} "
+          f"f1 {best['f1']:.4f} ({best['correct']}/{best['predicted']} predicted, "
+          f"{best['gold']} gold)  ({minutes:.1f} min)  weights: {weights_path}  "
+          f"predictions: {predictions_path}")
+    return dict(best, minutes=minutes)
+
+
+def save_run(args, predicates):
+    """What ``--predict`` needs to rebuild the model (paths are stored absolute)."""
+    run = {"config": os.path.abspath(args.config), "vocab": os.path.abspath(args.vocab),
+           "model": args.model, "do_lower_case": args.do_lower_case, "maxlen": args.maxlen,
+           "predicates": predicates, "start_threshold": args.start_threshold,
+           "end_threshold": args.end_threshold}
+    path = os.path.join(args.output_dir, RUN_FILE)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(run, f, indent=2, ensure_ascii=False)
+    os.replace(path + ".tmp", path)
+
+
+def predict(args):
+    """Prints one JSON line of triples per text, from the saved weights."""
+    run_path = os.path.join(args.output_dir, RUN_FILE)
+    weights_path = os.path.join(args.output_dir, WEIGHTS_FILE)
+    for path in (run_path, weights_path):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} not found: train first (same --output-dir)")
+    with open(run_path, encoding="utf-8") as f:
+        run = json.load(f)
+    for key in ("config", "vocab", "model", "do_lower_case", "maxlen", "start_threshold",
+                "end_threshold"):
+        setattr(args, key, run[key])
+    tokenizer = Tokenizer(args.vocab, do_lower_case=args.do_lower_case)
+    extractor = build_extractor(args, run["predicates"])
+    extractor.model.load_weights(weights_path)
+    truncated = sum(len(tokenizer.tokenize(t)) > args.maxlen for t in args.predict)
+    if truncated:
+        print(f"NOTE: {truncated} text(s) longer than maxlen={args.maxlen} tokens were "
+              "truncated; triples in the cut part are not found", file=sys.stderr)
+    results = extractor.extract(args.predict, tokenizer, maxlen=args.maxlen,
+                                start_threshold=args.start_threshold,
+                                end_threshold=args.end_threshold)
+    for text, triples in zip(args.predict, results):
+        print(json.dumps({"text": text, "spo_list": [triple_json(t) for t in triples]},
+                         ensure_ascii=False))
+    return results
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    return predict(args) if args.predict else train(args)
+
+
+if __name__ == "__main__":
+    main()
