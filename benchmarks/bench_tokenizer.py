@@ -10,8 +10,9 @@ BERT vocabulary, one text at a time, and prints lines/s for:
   `BertTokenizerFast`, when `transformers` and `tokenizers` are installed
   (they are not bertkit dependencies; use a separate virtualenv).
 
-Ids are compared line by line with the Google port's, and differing lines are
-counted and shown.
+Runs are interleaved (one run of each contender in turn, `--repeat` times, best
+kept) so that changing machine load affects all alike. Ids are compared line by
+line with the Google port's, and differing lines are counted and shown.
 
 Usage:
     python benchmarks/bench_tokenizer.py [--data DIR] [--repeat 3]
@@ -205,17 +206,29 @@ def load_texts(data_dir):
     return texts
 
 
-def time_runs(make_encode, texts, repeat):
-    """Best wall time over `repeat` runs; `make_encode()` is called before each
-    run (outside the timing) and returns a one-text encode function."""
-    best, ids = float("inf"), None
+def time_interleaved(contenders, texts, repeat):
+    """Times each contender `repeat` times, one run of each in turn so that a
+    change in machine load hits them all alike; keeps each one's best time.
+
+    `contenders` is a list of `(name, setup)`; `setup()` runs outside the
+    timing and returns a function mapping the list of texts to their ids.
+    Returns a list of `(name, best_seconds, ids)`.
+    """
+    best = {name: (float("inf"), None) for name, _ in contenders}
     for _ in range(repeat):
-        encode = make_encode()
-        gc.collect()
-        start = time.perf_counter()
-        ids = [encode(text) for text in texts]
-        best = min(best, time.perf_counter() - start)
-    return best, ids
+        for name, setup in contenders:
+            run = setup()
+            gc.collect()
+            start = time.perf_counter()
+            ids = run(texts)
+            seconds = time.perf_counter() - start
+            best[name] = (min(best[name][0], seconds), ids)
+    return [(name,) + best[name] for name, _ in contenders]
+
+
+def per_text(encode):
+    """A run function calling `encode` on one text at a time."""
+    return lambda texts: [encode(text) for text in texts]
 
 
 def differing_lines(ids, reference):
@@ -271,17 +284,16 @@ def main():
         len(texts), sum(map(len, texts)), vocab_file))
     google = GoogleFullTokenizer(vocab_file, do_lower_case=True)
 
-    results = []  # (name, seconds, ids)
-    results.append(("bertkit Tokenizer.encode",) + time_runs(
-        lambda: (lambda t, tok=Tokenizer(vocab_file, do_lower_case=True): tok.encode(t)[0]),
-        texts, args.repeat))
+    def cold_bertkit():
+        return per_text(lambda t, tok=Tokenizer(vocab_file, do_lower_case=True): tok.encode(t)[0])
+
     warm = Tokenizer(vocab_file, do_lower_case=True)
-    for text in texts:
-        warm.encode(text)
-    results.append(("bertkit, caches warm (a later epoch)",) + time_runs(
-        lambda: (lambda t: warm.encode(t)[0]), texts, args.repeat))
-    results.append(("Google tokenization.py port",) + time_runs(
-        lambda: google.encode, texts, args.repeat))
+    warm.encode_batch(texts)
+    contenders = [
+        ("bertkit Tokenizer.encode", cold_bertkit),
+        ("bertkit, caches warm (a later epoch)", lambda: per_text(lambda t: warm.encode(t)[0])),
+        ("Google tokenization.py port", lambda: per_text(google.encode)),
+    ]
     peers, reason = hf_peers(vocab_file)
     if peers is None:
         print("skipped Hugging Face peers: %s (pip install transformers tokenizers "
@@ -291,24 +303,20 @@ def main():
         print("transformers %s, slow %s, fast %s" % (
             version, type(slow).__name__, type(fast).__name__))
         backend = fast.backend_tokenizer
-        results.append(("HF slow (Python) encode",) + time_runs(
-            lambda: slow.encode, texts, args.repeat))
-        results.append(("HF fast (Rust) encode",) + time_runs(
-            lambda: fast.encode, texts, args.repeat))
-        results.append(("HF fast (Rust) backend per text",) + time_runs(
-            lambda: (lambda t: backend.encode(t).ids), texts, args.repeat))
-        best = float("inf")
-        for _ in range(args.repeat):
-            start = time.perf_counter()
-            batch = [e.ids for e in backend.encode_batch(texts)]
-            best = min(best, time.perf_counter() - start)
-        results.append(("HF fast (Rust) encode_batch, all threads", best, batch))
+        contenders += [
+            ("HF slow (Python) encode", lambda: per_text(slow.encode)),
+            ("HF fast (Rust) encode", lambda: per_text(fast.encode)),
+            ("HF fast (Rust) backend per text", lambda: per_text(lambda t: backend.encode(t).ids)),
+            ("HF fast (Rust) encode_batch, all threads",
+             lambda: (lambda texts: [e.ids for e in backend.encode_batch(texts)])),
+        ]
+    results = time_interleaved(contenders, texts, args.repeat)
 
     reference = results[2][2]
     ours = results[0][1]
     print("\n%-42s %10s %13s %18s" % ("tokenizer (one text a call)", "lines/s",
-                                       "bertkit is", "lines differing"))
-    print("%-42s %10s %13s %18s" % ("", "", "(cold caches)", "from Google's ids"))
+                                       "cold bertkit", "lines differing"))
+    print("%-42s %10s %13s %18s" % ("", "", "speed-up", "from Google's ids"))
     shown = set()
     for name, seconds, ids in results:
         diff = differing_lines(ids, reference)
