@@ -13,7 +13,7 @@ on the sample data in ``examples/data/`` and a small RANDOM checkpoint under
         --config chinese_L-12_H-768_A-12/bert_config.json \\
         --checkpoint chinese_L-12_H-768_A-12/bert_model.ckpt \\
         --vocab chinese_L-12_H-768_A-12/vocab.txt --epochs 20 --lr 2e-5
-    python examples/task_triple_extraction.py --predict "银杏又名白果，原产于中国。"
+    python examples/task_triple_extraction.py --predict "银杏又名香雪，原产于云南。"
 
 Without a pretrained checkpoint, ``--random-model 4,256,4,1024 --vocab vocab.txt``
 trains a randomly initialised BERT of that size (layers, hidden, heads, intermediate).

@@ -76,6 +76,16 @@ def triple_example(rng):
             extra = rng.choice([r for r in REGIONS if r != obj])
             clauses[-1] += f"和{extra}"
             facts.append(dict(facts[-1], object=extra))
+    if rng.random() < 0.15:
+        # A second plant: texts with several subjects, as in real data.
+        other = rng.choice([p for p in PLANTS if p != plant])
+        family = rng.choice(FAMILIES)
+        clauses.append(f"{other}则是{family}植物")
+        facts.append({"subject": other, "predicate": "属于", "object": family,
+                      "subject_type": "植物", "object_type": "属于"})
+    if rng.random() < 0.02:
+        # Annotation noise as in real sets: an object not written verbatim in the text.
+        facts.append(dict(facts[0], object=facts[0]["object"] + "等"))
     return {"text": "，".join(clauses) + "。", "spo_list": facts}
 
 
