@@ -62,7 +62,7 @@ class SubjectPointerHead(TaskHead):
         _check_exponent(exponent)
         self.exponent = exponent
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.dense = keras.layers.Dense(2, dtype="float32", name="dense",
+        self.dense = keras.layers.Dense(2, dtype="float32", name="Dense",
                                         kernel_initializer=self.kernel_initializer)
 
     def build(self, input_shape):
@@ -109,8 +109,10 @@ class ObjectPointerHead(keras.layers.Layer):
         self.exponent = exponent
         self.epsilon = epsilon
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.norm = ConditionalLayerNormalization(epsilon=epsilon, name="norm")
-        self.dense = keras.layers.Dense(num_predicates * 2, dtype="float32", name="dense",
+        # "Norm" in the variable paths keeps the norm out of weight decay
+        # (``exclude_from_weight_decay=['Norm', 'bias']``), as for the encoder's norms.
+        self.norm = ConditionalLayerNormalization(epsilon=epsilon, name="Norm")
+        self.dense = keras.layers.Dense(num_predicates * 2, dtype="float32", name="Dense",
                                         kernel_initializer=self.kernel_initializer)
 
     def build(self, inputs_shape, subject_ids_shape=None):

@@ -100,12 +100,11 @@ def check_args(parser, args):
     if args.random_model:
         if args.config or args.checkpoint or not args.vocab:
             parser.error("--random-model needs --vocab and excludes --config/--checkpoint")
-        try:
-            args.random_model = [int(v) for v in args.random_model.split(",")]
-            assert len(args.random_model) == 4 and min(args.random_model) > 0
-        except (ValueError, AssertionError):
+        sizes = args.random_model.split(",")
+        if len(sizes) != 4 or not all(s.strip().isdigit() and int(s) > 0 for s in sizes):
             parser.error(f"--random-model must be four positive ints L,H,A,I, got "
                          f"{args.random_model!r}")
+        args.random_model = [int(s) for s in sizes]
     elif any(given) and not all(given):
         parser.error("--config, --checkpoint and --vocab go together")
     for name in ("maxlen", "batch_size", "epochs"):

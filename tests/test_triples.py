@@ -162,6 +162,9 @@ def test_extractor_models_share_weights():
     objects2 = extractor.object_model.predict([hidden, subject_ids], verbose=0)
     np.testing.assert_allclose(subjects2, subjects, atol=1e-6)
     np.testing.assert_allclose(objects2, objects, atol=1e-6)
+    # Optimizers exclude weights whose path names a 'Norm' from weight decay.
+    assert [v.path for v in extractor.object_head.norm.weights][:2] == [
+        "Object-Pointer/Norm/gamma", "Object-Pointer/Norm/beta"]
     with pytest.raises(ValueError, match="distinct"):
         TripleExtractor(encoder, ["p0", "p0"])
 
