@@ -164,9 +164,10 @@ class _WordCache(dict):
 
     def __missing__(self, key):
         value = self._compute(key)
-        if len(self) >= _CACHE_LIMIT:
-            self.clear()
-        self[key] = value
+        if len(key) <= 256:  # real words repeat; a huge one would only take memory
+            if len(self) >= _CACHE_LIMIT:
+                self.clear()
+            self[key] = value
         return value
 
 

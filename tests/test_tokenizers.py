@@ -179,6 +179,13 @@ def test_cased_rules(cased, small_vocab, text, expected):
     assert reference_tokenize(text, small_vocab, False) == expected
 
 
+@pytest.mark.parametrize("text", ["a" * 5000, "ab," * 2000, "你好 " * 3000 + "x" * 300])
+def test_long_texts_match_reference(lower, small_vocab, text):
+    tokens = lower.tokenize(text)
+    assert tokens[1:-1] == reference_tokenize(text, small_vocab, True)
+    assert len(lower.rematch(text, tokens)) == len(tokens)
+
+
 def test_empty_text_encodes_to_cls_sep(lower, small_vocab):
     cls, sep = small_vocab["[CLS]"], small_vocab["[SEP]"]
     assert lower.encode("") == ([cls, sep], [0, 0])
