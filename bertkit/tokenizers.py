@@ -13,11 +13,13 @@ Example:
 
 >>> from bertkit.tokenizers import Tokenizer, load_vocab
 >>> tokenizer = Tokenizer('chinese_vocab.txt', do_lower_case=True)  # doctest: +SKIP
->>> tokenizer.tokenize('BERT很好')                                  # doctest: +SKIP
-['[CLS]', 'bert', '很', '好', '[SEP]']
->>> token_ids, segment_ids = tokenizer.encode('问题', '回答', maxlen=32)  # doctest: +SKIP
->>> tokenizer.rematch('BERT很好', tokenizer.tokenize('BERT很好'))   # doctest: +SKIP
-[[], [0, 1, 2, 3], [4], [5], []]
+>>> tokens = tokenizer.tokenize('BERT很好')                         # doctest: +SKIP
+>>> tokens                                                          # doctest: +SKIP
+['[CLS]', 'be', '##rt', '很', '好', '[SEP]']
+>>> tokenizer.rematch('BERT很好', tokens)  # characters of each token  # doctest: +SKIP
+[[], [0, 1], [2, 3], [4], [5], []]
+>>> tokenizer.encode('问题', '回答', maxlen=32)                       # doctest: +SKIP
+([101, 7309, 7579, 102, 1726, 5031, 102], [0, 0, 0, 0, 1, 1, 1])
 """
 import functools
 import itertools
