@@ -10,11 +10,13 @@ A text holds ``(subject, predicate, object)`` triples. The model reads it once:
    :class:`~bertkit.layers.ConditionalLayerNormalization` of the final hidden states,
    conditioned on the hidden states at the subject's start and end, concatenated.
 
-bert4keras conditions a fresh norm on the last block's residual sum; here one
-conditional norm is applied on the encoder's output, so the encoder runs once per text
-and every subject of the text costs only the small head (the widely used cheap variant).
-To condition every norm of the transformer instead, build the encoder with
-``build_transformer_model(..., layer_norm_cond=...)``.
+bert4keras's example conditions a fresh norm on the last block's residual sum; here one
+conditional norm is applied on the encoder's output (the widely used cheap variant), so
+the encoder runs once per text and each subject of the text costs only the small head.
+The subject comes from the encoder's own output, so it cannot condition the encoder's
+norms in the same pass; for a condition known beforehand (a class, a vector from another
+model), ``build_transformer_model(..., layer_norm_cond=...)`` makes every norm of the
+transformer conditional.
 
 Training feeds one gold subject per text per step (:func:`sample_subject`); the loss is
 binary cross-entropy averaged over real tokens (:class:`PointerLoss` with the padding
@@ -29,7 +31,8 @@ Example:
 >>> extractor.compile(keras.optimizers.Adam(5e-5))
 >>> extractor.model.fit(batches, ...)    # x: [token_ids, segment_ids, subject_ids]
 >>> extractor.extract(['银杏又名白果。'], tokenizer)
-[[Triple(subject='银杏', predicate='别称', object='白果', subject_span=(0, 2), object_span=(4, 6))]]
+[[Triple(subject='银杏', predicate='别称', object='白果', subject_span=(0, 2),
+         object_span=(4, 6))]]
 """
 from typing import NamedTuple
 
