@@ -31,7 +31,8 @@ Three ways to feed `model.fit` from the same generator (pass `shuffle=False` to
   same length in both becomes fixed and a later batch fails with "Generator
   yielded an element of shape (32, 237) where an element of shape (None, 256) was
   expected". With `maxlen` truncation this is likely (two batches that both hold a
-  text longer than `maxlen`); prefer `to_dataset` for variable-length batches.
+  text longer than `maxlen`; keras-team/keras#19748); prefer `to_dataset` for
+  variable-length batches.
 - `model.fit(gen.to_pydataset(workers=2, use_multiprocessing=True))`: batches built
   in worker processes, each batch exactly once per epoch. Worth it when per-batch
   Python work (tokenization, feature building) is a real share of the step time and
