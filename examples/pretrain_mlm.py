@@ -1,0 +1,328 @@
+"""Pretrain a BERT with the masked-language-model objective on raw text.
+
+Texts are packed into full sequences of ``--maxlen`` tokens and masked afresh every
+epoch (15% of the tokens: 80% ``[MASK]``, 10% random, 10% kept); the loss is computed
+on the masked positions only (``bertkit.pretraining``). The result is a Google-format
+directory (``bert_config.json``, ``bert_model.ckpt.*`` with the MLM head,
+``vocab.txt``) that every example takes with ``--config/--checkpoint/--vocab``. With
+no arguments it runs for about a minute on the sample texts in ``examples/data/``.
+
+    python examples/pretrain_mlm.py
+    python examples/pretrain_mlm.py --corpus ../shared/data/pretrain_zh/shopping_reviews.tsv \\
+        --vocab ../shared/data/vocab/chinese_vocab.txt --epochs 3 --minutes 60 \\
+        --output-dir checkpoints/pretrained_zh
+    python examples/pretrain_mlm.py --resume --output-dir checkpoints/pretrained_zh ...
+    python examples/pretrain_mlm.py --corpus new_texts.txt --init-checkpoint \\
+        chinese_L-12_H-768_A-12/bert_model.ckpt --config chinese_L-12_H-768_A-12/bert_config.json \\
+        --vocab chinese_L-12_H-768_A-12/vocab.txt --lr 5e-5
+
+Corpus files: plain text with one document a line; ``.tsv`` files take the column
+``--text-column`` (default: the last); ``.data`` files (``text<TAB>label``) take the
+text; ``.json``/``.jsonl`` files take each line's ``"text"``. Interrupted runs continue
+with ``--resume`` from the last save (weights, optimizer state, step): the batches and
+masks of every step derive from ``--seed``, so with dropout off a resumed run ends
+with the same weights as an uninterrupted one. ``--minutes`` counts from each start.
+"""
+import argparse
+import json
+import os
+import random
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import h5py  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bertkit import optimizers, pretraining  # noqa: E402
+from bertkit.checkpoints import save_checkpoint_dir  # noqa: E402
+from bertkit.models import build_transformer_model  # noqa: E402
+from bertkit.tokenizers import Tokenizer  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(HERE)
+STATE_FILE = "pretraining_state.h5"
+SAMPLE_CORPUS = [os.path.join(HERE, "data", "sentiment.train.data"),
+                 os.path.join(HERE, "data", "spo.train.json")]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--corpus", nargs="+", metavar="FILE",
+                   help="text files, one document a line (default: the sample texts; then "
+                        "--minutes defaults to 1)")
+    p.add_argument("--text-column", type=int, default=-1, help="column of .tsv files")
+    p.add_argument("--vocab", help="vocab.txt (default: the shared Chinese vocabulary, "
+                   "else the demo vocabulary)")
+    p.add_argument("--config", help="bert_config.json (instead of the size flags)")
+    p.add_argument("--init-checkpoint", help="continue pretraining this Google checkpoint "
+                   "(needs --config and its --vocab)")
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--intermediate", type=int, default=1024)
+    p.add_argument("--dropout", type=float, default=0.1, help="hidden and attention dropout")
+    p.add_argument("--maxlen", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--grad-accum-steps", type=int, default=1,
+                   help="update every N batches with their mean gradient")
+    p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate")
+    p.add_argument("--warmup-steps", type=int, default=None,
+                   help="linear warm-up updates (default: 10%% of training, at most 1000)")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="passes over the corpus; the learning rate decays to 0 over them "
+                        "(default 3; 20 on the sample texts)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="stop (and save) after this many minutes of training")
+    p.add_argument("--max-steps", type=int, default=None, help="stop (and save) at this step")
+    p.add_argument("--holdout", type=float, default=0.01,
+                   help="share of documents held out for the MLM loss/accuracy per epoch")
+    p.add_argument("--save-every", type=int, default=500, metavar="STEPS",
+                   help="save every STEPS steps (and at every epoch end)")
+    p.add_argument("--output-dir", default=os.path.join(REPO_ROOT, "checkpoints", "pretrained"))
+    p.add_argument("--resume", action="store_true", help="continue from --output-dir's save")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
+                   help="Keras fit verbosity (1: progress bars)")
+    args = p.parse_args(argv)
+    if args.corpus is None:
+        args.corpus = SAMPLE_CORPUS
+        args.minutes = 1.0 if args.minutes is None else args.minutes
+        args.epochs = 20 if args.epochs is None else args.epochs
+    args.epochs = 3 if args.epochs is None else args.epochs
+    for name in ("maxlen", "batch_size", "epochs", "grad_accum_steps", "save_every"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.init_checkpoint and not (args.config and args.vocab):
+        p.error("--init-checkpoint needs the checkpoint's --config and --vocab")
+    if not 0 <= args.holdout < 1:
+        p.error("--holdout must be in [0, 1)")
+    return args
+
+
+# -- data -------------------------------------------------------------------------------
+
+
+def read_texts(path, text_column=-1):
+    """The documents of one corpus file (see the module docstring for the formats)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"corpus file not found: {path}")
+    texts = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            if path.endswith(".tsv"):
+                columns = line.split("\t")
+                try:
+                    line = columns[text_column]
+                except IndexError:
+                    raise ValueError(f"{path}:{number}: no column {text_column} (line has "
+                                     f"{len(columns)}); set --text-column") from None
+            elif path.endswith(".data"):
+                line = line.rpartition("\t")[0] or line
+            elif path.endswith((".json", ".jsonl")):
+                try:
+                    line = json.loads(line)["text"]
+                except (ValueError, KeyError, TypeError):
+                    raise ValueError(f"{path}:{number}: expected a JSON object with a "
+                                     "'text'") from None
+            texts.append(line)
+    return texts
+
+
+def load_corpus(args, tokenizer):
+    """``(train documents, held-out documents)`` as token ids, split with ``--seed``."""
+    texts = []
+    for path in args.corpus:
+        file_texts = read_texts(path, args.text_column)
+        print(f"{path}: {len(file_texts)} documents")
+        texts.extend(file_texts)
+    unique = list(dict.fromkeys(texts))  # the same review in two files counts once
+    if len(unique) < len(texts):
+        print(f"dropped {len(texts) - len(unique)} duplicate document(s)")
+    texts = unique
+    documents, dropped = pretraining.tokenize_documents(texts, tokenizer, desc="tokenize")
+    if dropped:
+        print(f"dropped {dropped} document(s) without any token")
+    if not documents:
+        raise ValueError(f"no tokens in the corpus {args.corpus}")
+    random.Random(args.seed).shuffle(documents)
+    cut = round(len(documents) * args.holdout) if len(documents) > 1 else 0
+    cut = max(1, cut) if args.holdout > 0 and len(documents) > 1 else cut
+    held_out, train = documents[:cut], documents[cut:]
+    tokens = sum(len(d) for d in train)
+    print(f"train: {len(train)} documents, {tokens} tokens; held out: {len(held_out)} documents")
+    return train, held_out
+
+
+# -- model and optimizer ----------------------------------------------------------------
+
+
+def model_config(args, vocab_size):
+    """The config dict of the model to pretrain: ``--config`` or the size flags."""
+    if args.config:
+        with open(args.config, encoding="utf-8") as f:
+            config = json.load(f)
+    else:
+        config = dict(vocab_size=vocab_size, num_hidden_layers=args.layers,
+                      hidden_size=args.hidden, num_attention_heads=args.heads,
+                      intermediate_size=args.intermediate, hidden_act="gelu",
+                      max_position_embeddings=max(512, args.maxlen), type_vocab_size=2,
+                      initializer_range=0.02)
+    if config["vocab_size"] != vocab_size:
+        raise ValueError(f"vocab_size {config['vocab_size']} of {args.config} differs from "
+                         f"the {vocab_size} tokens of {args.vocab}")
+    config.update(hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout)
+    return config
+
+
+def build_optimizer(args, total_updates):
+    """Adam with decoupled weight decay (not on norms and biases), warm-up and linear
+    decay, and optional gradient accumulation."""
+    warmup = args.warmup_steps
+    if warmup is None:
+        warmup = max(1, min(1000, total_updates // 10))
+    warmup = min(warmup, max(1, total_updates - 1))
+    optimizer_class = optimizers.extend_with_piecewise_linear_lr(
+        optimizers.extend_with_weight_decay(keras.optimizers.Adam))
+    kwargs = dict(learning_rate=args.lr, epsilon=1e-6, weight_decay_rate=args.weight_decay,
+                  exclude_from_weight_decay=["Norm", "bias"],
+                  lr_schedule={warmup: 1.0, max(warmup + 1, total_updates): 0.0})
+    if args.grad_accum_steps > 1:
+        optimizer_class = optimizers.extend_with_gradient_accumulation(optimizer_class)
+        kwargs["grad_accum_steps"] = args.grad_accum_steps
+    return optimizer_class(**kwargs)
+
+
+# -- saving and resuming ----------------------------------------------------------------
+
+
+def save_state(path, builder, optimizer, step):
+    """Weights, optimizer variables and the step count, written atomically."""
+    with h5py.File(path + ".tmp", "w") as f:
+        f.attrs["step"] = int(step)
+        for group, variables in (("weights", builder.model.weights),
+                                 ("optimizer", optimizer.variables)):
+            g = f.create_group(group)
+            for index, variable in enumerate(variables):
+                g.create_dataset(str(index), data=keras.ops.convert_to_numpy(variable))
+    os.replace(path + ".tmp", path)
+
+
+def load_state(path, builder, optimizer):
+    """Restores what :func:`save_state` wrote; returns the step to continue from."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--resume: no saved state {path}; start without --resume")
+    with h5py.File(path, "r") as f:
+        for group, variables in (("weights", builder.model.weights),
+                                 ("optimizer", optimizer.variables)):
+            if len(f[group]) != len(variables):
+                raise ValueError(f"{path}: {len(f[group])} {group} variables saved, the model "
+                                 f"has {len(variables)}; resume with the same settings")
+            for index, variable in enumerate(variables):
+                variable.assign(f[group][str(index)][()])
+        return int(f.attrs["step"])
+
+
+class SaveAndStop(keras.callbacks.Callback):
+    """Saves the checkpoint directory and the resume state; stops at a time or step limit.
+
+    Saves every ``save_every`` steps, at each epoch end and when training stops.
+    """
+
+    def __init__(self, args, builder, vocab_path, step):
+        super().__init__()
+        self.args, self.builder, self.vocab_path = args, builder, vocab_path
+        self.step, self.saved_step = step, step
+        self.deadline = None if args.minutes is None else time.time() + 60 * args.minutes
+        self.stopped = False
+
+    def save(self):
+        if self.saved_step == self.step:
+            return
+        save_checkpoint_dir(self.builder, self.args.output_dir, vocab_path=self.vocab_path)
+        save_state(os.path.join(self.args.output_dir, STATE_FILE), self.builder,
+                   self.model.optimizer, self.step)
+        self.saved_step = self.step
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step % self.args.save_every == 0:
+            self.save()
+        out_of_time = self.deadline is not None and time.time() > self.deadline
+        if out_of_time or (self.args.max_steps and self.step >= self.args.max_steps):
+            self.stopped = self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.save()
+
+
+# -- main -------------------------------------------------------------------------------
+
+
+def resolve_vocab(args):
+    if args.vocab is None:
+        from demo import ensure_demo_checkpoint, shared_vocab_path
+
+        args.vocab = shared_vocab_path() or ensure_demo_checkpoint()[2]
+    if not os.path.isfile(args.vocab):
+        raise FileNotFoundError(f"vocab file not found: {args.vocab}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    resolve_vocab(args)
+    keras.utils.set_random_seed(args.seed)
+    tokenizer = Tokenizer(args.vocab)
+    train_docs, held_out_docs = load_corpus(args, tokenizer)
+    data = pretraining.MaskedLMData.from_tokenizer(train_docs, tokenizer, args.maxlen,
+                                                   args.batch_size, seed=args.seed)
+    validation = None
+    if held_out_docs:  # fixed masks: the same held-out task every epoch
+        validation = pretraining.MaskedLMData.from_tokenizer(
+            held_out_docs, tokenizer, args.maxlen, args.batch_size, seed=args.seed + 1,
+            shuffle=False).arrays(0)
+
+    builder = build_transformer_model(model_config(args, tokenizer.vocab_size),
+                                      args.init_checkpoint, with_pool=True, with_mlm=True,
+                                      return_keras_model=False)
+    model = pretraining.build_pretraining_model(builder, data.max_predictions)
+    steps, total = len(data), len(data) * args.epochs
+    optimizer = build_optimizer(args, total // args.grad_accum_steps)
+    pretraining.compile_pretraining_model(model, optimizer)
+    os.makedirs(args.output_dir, exist_ok=True)
+    step = 0
+    if args.resume:
+        optimizer.build(model.trainable_variables)
+        step = load_state(os.path.join(args.output_dir, STATE_FILE), builder, optimizer)
+        print(f"resumed at step {step} of {total}")
+    print(f"{data.num_sequences} sequences of {args.maxlen} tokens, {steps} steps an epoch, "
+          f"{total} in all; {data.max_predictions} prediction slots a sequence")
+
+    saver = SaveAndStop(args, builder, args.vocab, step)
+    start, history = time.time(), {}
+    while step < total and not saver.stopped:
+        epoch, offset = divmod(step, steps)
+        # A resumed run first finishes its interrupted epoch, then runs whole epochs.
+        last_epoch = epoch + 1 if offset else args.epochs
+        fit = model.fit(data.dataset(step), steps_per_epoch=steps - offset,
+                        epochs=last_epoch, initial_epoch=epoch, validation_data=validation,
+                        validation_batch_size=args.batch_size, callbacks=[saver],
+                        verbose=args.verbose, shuffle=False)
+        history = {k: v[-1] for k, v in fit.history.items()}
+        step = saver.step
+    saver.save()
+    minutes = (time.time() - start) / 60
+    scores = "  ".join(f"{k} {v:.4f}" for k, v in history.items())
+    print(f"step {step} of {total}  {scores}  ({minutes:.1f} min)  checkpoint: "
+          f"{args.output_dir}")
+    return dict(history, step=step, minutes=minutes, builder=builder, model=model)
+
+
+if __name__ == "__main__":
+    main()
