@@ -291,7 +291,7 @@ class _DerivedOptimizer:
         if variable is state.variable:
             state.delta = ops.subtract(ops.cast(value, variable.dtype), variable)
         else:
-            super().assign(variable, self._masked(variable, value, variable))
+            super().assign(variable, self._masked(variable, value, keep=True))
 
     def assign_add(self, variable, value):
         state = self._state
@@ -301,30 +301,30 @@ class _DerivedOptimizer:
             value = ops.cast(value, variable.dtype)
             state.delta = value if state.delta is None else state.delta + value
         else:
-            super().assign_add(variable, self._masked(variable, value, ops.zeros_like(value)))
+            super().assign_add(variable, self._masked(variable, value, keep=False))
 
     def assign_sub(self, variable, value):
         state = self._state
-        if state.variable is None:
+        if state.variable is None or (variable is not state.variable and state.mask is None):
             return super().assign_sub(variable, value)
         self.assign_add(variable, ops.negative(_dense(value)))
 
-    def _masked(self, slot, value, fallback):
-        mask = self._state.mask
+    def _masked(self, slot, value, keep):
+        """A slot write limited to the rows with a gradient (lazy optimization)."""
+        mask, variable = self._state.mask, self._state.variable
         if mask is None:
             return value
-        if tuple(slot.shape) != tuple(self._state.variable.shape):
+        if tuple(slot.shape) != tuple(variable.shape):
             raise ValueError(
                 f"lazy optimization needs optimizer slots shaped like the variable; "
                 f"{self.__class__.__name__} keeps a slot of shape {tuple(slot.shape)} for "
-                f"a variable of shape {tuple(self._state.variable.shape)} (factored moments?)")
-        return ops.where(mask, _dense(value), fallback)
+                f"a variable of shape {tuple(variable.shape)} (factored moments?)")
+        value = _dense(value)
+        return ops.where(mask, value, slot if keep else ops.zeros_like(value))
 
     def get_config(self):
         config = super().get_config()
-        base, extensions = self._derivation
-        config["derivation"] = {"base": keras.saving.get_registered_name(base),
-                                "extensions": [list(e) for e in extensions]}
+        config["derivation"] = _describe(self._derivation)
         return config
 
     @classmethod
@@ -332,9 +332,49 @@ class _DerivedOptimizer:
         """Rebuilds the derived class from the config's ``derivation``, then the optimizer."""
         config = dict(config)
         derivation = config.pop("derivation", None)
-        if derivation is not None:
+        # All derived classes share one registered name, so `cls` may be any of them.
+        if derivation is not None and _describe(cls._derivation) != derivation:
             cls = _rebuild(derivation)
         return super(_DerivedOptimizer, cls).from_config(config, custom_objects=custom_objects)
+
+
+_DERIVED = {}  # (base, extension, name) -> class, so that equal derivations are one class
+
+
+def _derive(base, mixin, name=None):
+    """The subclass of ``base`` with ``mixin`` on top (one class per base, mixin and name)."""
+    if not (isinstance(base, type) and issubclass(base, keras.optimizers.Optimizer)):
+        raise TypeError(f"expected a Keras optimizer class such as keras.optimizers.Adam, got {base!r}")
+    if issubclass(base, mixin):
+        raise ValueError(f"{base.__name__} already has {mixin._suffix}")
+    name = name or base.__name__ + mixin._suffix
+    key = (base, mixin, name)
+    if key not in _DERIVED:
+        root, extensions = base._derivation if issubclass(base, _DerivedOptimizer) else (base, ())
+        cls = type(name, (mixin, base), {"__module__": __name__, "__doc__": mixin.__doc__,
+                                         "_derivation": (root, extensions + ((mixin._tag, name),))})
+        # One registered name for all: from_config rebuilds the exact class from the config.
+        _DERIVED[key] = keras.saving.register_keras_serializable(_PACKAGE, "DerivedOptimizer")(cls)
+    return _DERIVED[key]
+
+
+def _describe(derivation):
+    base, extensions = derivation
+    return {"base": keras.saving.get_registered_name(base), "extensions": [list(e) for e in extensions]}
+
+
+def _rebuild(derivation):
+    """The derived class that a config's ``derivation`` describes."""
+    name = derivation["base"]
+    cls = keras.saving.get_registered_object(name) or getattr(keras.optimizers, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, keras.optimizers.Optimizer)):
+        raise ValueError(f"cannot rebuild a derived optimizer on {name!r}: it is neither a "
+                         "Keras optimizer nor registered with register_keras_serializable")
+    for tag, class_name in derivation["extensions"]:
+        if tag not in _EXTENSIONS:
+            raise ValueError(f"unknown optimizer extension {tag!r}; known: {sorted(_EXTENSIONS)}")
+        cls = _derive(cls, _EXTENSIONS[tag], class_name)
+    return cls
 
 
 class _WeightDecay(_DerivedOptimizer):
@@ -362,6 +402,27 @@ class _WeightDecay(_DerivedOptimizer):
         config.update(weight_decay_rate=self.weight_decay_rate,
                       exclude_from_weight_decay=list(self.weight_decay_excluded))
         return config
+
+
+def extend_with_weight_decay(BaseOptimizer, name=None):
+    """Adds decoupled weight decay: ``w <- w - lr * (h + weight_decay_rate * w)``.
+
+    ``lr`` is the variable's effective learning rate (schedules and parameter-wise
+    factors included), as in Google's BERT. Keras's own ``weight_decay`` is not used
+    underneath: it decays before the base update (outside layer adaptation, with the
+    global learning rate) and its ``exclude_from_weight_decay`` matches short names
+    (``gamma``), so ``'Norm'`` would never match; here names match the variable's path
+    (``Transformer-0-FeedForward-Norm/gamma``).
+
+    Returns a subclass of ``BaseOptimizer`` taking, besides its arguments:
+        weight_decay_rate: the decay rate (default 0.01).
+        exclude_from_weight_decay: list of path substrings, e.g. ``['Norm', 'bias']``.
+
+    Example:
+        >>> AdamW = extend_with_weight_decay(Adam, "AdamW")
+        >>> optimizer = AdamW(1e-4, weight_decay_rate=0.01, exclude_from_weight_decay=["Norm", "bias"])
+    """
+    return _derive(BaseOptimizer, _WeightDecay, name)
 
 
 class _LayerAdaptation(_DerivedOptimizer):
@@ -392,6 +453,20 @@ class _LayerAdaptation(_DerivedOptimizer):
         return config
 
 
+def extend_with_layer_adaptation(BaseOptimizer, name=None):
+    """Scales each variable's step by the trust ratio ``||w|| / ||h||`` (1 if a norm is 0).
+
+    Over ``extend_with_weight_decay(Adam)`` this is LAMB: the ratio is taken of the
+    decayed step ``h + weight_decay_rate * w``.
+
+    Returns a subclass taking ``exclude_from_layer_adaptation`` (path substrings).
+
+    Example:
+        >>> LAMB = extend_with_layer_adaptation(extend_with_weight_decay(Adam), "LAMB")
+    """
+    return _derive(BaseOptimizer, _LayerAdaptation, name)
+
+
 class _PiecewiseLinearLR(_DerivedOptimizer):
     """Multiplies the learning rate by a piecewise-linear function of the step."""
 
@@ -413,6 +488,23 @@ class _PiecewiseLinearLR(_DerivedOptimizer):
         config = super().get_config()
         config["lr_schedule"] = dict(self.lr_schedule)
         return config
+
+
+def extend_with_piecewise_linear_lr(BaseOptimizer, name=None):
+    """Multiplies the learning rate by a piecewise-linear function of the step.
+
+    ``lr_schedule={1000: 1, 2000: 0.1}`` gives the factor 0 at step 0, 1 at step 1000,
+    0.1 at step 2000 and after (see ``PiecewiseLinear``). The update that moves the
+    step counter from ``t`` to ``t + 1`` uses the factor at ``t``, as Keras schedules
+    do; ``optimizer.learning_rate`` includes the factor.
+
+    Returns a subclass taking ``lr_schedule`` (dict from step to factor).
+
+    Example:
+        >>> AdamLR = extend_with_piecewise_linear_lr(Adam, "AdamLR")
+        >>> optimizer = AdamLR(2e-5, lr_schedule={1000: 1.0, 10000: 0.0})  # warm-up, decay
+    """
+    return _derive(BaseOptimizer, _PiecewiseLinearLR, name)
 
 
 class _GradientAccumulation(_DerivedOptimizer):
@@ -460,6 +552,27 @@ class _GradientAccumulation(_DerivedOptimizer):
         return config
 
 
+def extend_with_gradient_accumulation(BaseOptimizer, name=None):
+    """Takes one update every ``grad_accum_steps`` steps, with the mean gradient.
+
+    Steps ``k, 2k, 3k, ...`` apply the mean of the last ``k`` gradients; the other
+    steps only add to an accumulator and change no weight and no optimizer slot.
+    ``optimizer.iterations`` (what schedules, bias correction and the other
+    extensions see) counts real updates. This reimplements Keras's
+    ``gradient_accumulation_steps``, which fails under ``MirroredStrategy`` and
+    evaluates schedules on micro-steps. Keras's ``clipnorm``/``clipvalue``/
+    ``global_clipnorm`` act on each micro-batch gradient; a ``gradient_transform``
+    acts on the mean.
+
+    Returns a subclass taking ``grad_accum_steps`` (int >= 1).
+
+    Example:
+        >>> AdamGA = extend_with_gradient_accumulation(Adam, "AdamGA")
+        >>> optimizer = AdamGA(1e-4, grad_accum_steps=4)  # batch 8 acts as batch 32
+    """
+    return _derive(BaseOptimizer, _GradientAccumulation, name)
+
+
 class _Lookahead(_DerivedOptimizer):
     """Lookahead: every k steps ``slow <- slow + alpha * (fast - slow)``, ``fast <- slow``."""
 
@@ -501,6 +614,23 @@ class _Lookahead(_DerivedOptimizer):
         return config
 
 
+def extend_with_lookahead(BaseOptimizer, name=None):
+    """Adds Lookahead (Zhang et al., 2019) over the base optimizer's fast weights.
+
+    The slow weights start as a copy of the weights when the optimizer is built;
+    after every ``steps_per_slow_update``-th update ``slow <- slow + alpha * (fast -
+    slow)`` and ``fast <- slow``.
+
+    Returns a subclass taking ``steps_per_slow_update`` (default 5) and
+    ``slow_step_size`` (alpha, default 0.5).
+
+    Example:
+        >>> AdamLA = extend_with_lookahead(Adam, "AdamLA")
+        >>> optimizer = AdamLA(1e-3, steps_per_slow_update=5, slow_step_size=0.5)
+    """
+    return _derive(BaseOptimizer, _Lookahead, name)
+
+
 class _LazyOptimization(_DerivedOptimizer):
     """Rows (first axis) with an all-zero gradient keep their value and their slots."""
 
@@ -524,6 +654,22 @@ class _LazyOptimization(_DerivedOptimizer):
         config = super().get_config()
         config["include_in_lazy_optimization"] = list(self.lazy_included)
         return config
+
+
+def extend_with_lazy_optimization(BaseOptimizer, name=None):
+    """Leaves rows whose gradient is all zero untouched, slots included.
+
+    For the variables whose path contains a name in ``include_in_lazy_optimization``
+    (usually ``['Embedding-Token']``), a row (index on the first axis) without
+    gradient keeps its weight and its momentum, so rare tokens keep their pretrained
+    values. The base optimizer's slots must have the variable's shape (SGD, Adam,
+    AdamW, Lion; not Adafactor's factored moments).
+
+    Example:
+        >>> AdamLO = extend_with_lazy_optimization(Adam, "AdamLO")
+        >>> optimizer = AdamLO(1e-4, include_in_lazy_optimization=["Embedding-Token"])
+    """
+    return _derive(BaseOptimizer, _LazyOptimization, name)
 
 
 class _ExponentialMovingAverage(_DerivedOptimizer):
@@ -581,6 +727,29 @@ class _ExponentialMovingAverage(_DerivedOptimizer):
             yield self
         finally:
             self.reset_old_weights()
+
+
+def extend_with_exponential_moving_average(BaseOptimizer, name=None):
+    """Keeps an exponential moving average of the weights, swapped in on request.
+
+    Follows Keras 3's ``use_ema`` convention (after the first update the average is
+    the weights, then ``avg <- m * avg + (1 - m) * w``), but is updated per variable
+    on real updates only (Keras's advances on every micro-step of gradient
+    accumulation) and never overwrites the model at the end of ``fit`` (Keras's
+    ``finalize_variable_values`` does): swap explicitly, as in bert4keras.
+
+    Returns a subclass taking ``ema_momentum`` (default 0.999), with methods
+    ``apply_ema_weights()``, ``reset_old_weights()`` and the context manager
+    ``ema_weights()``; see also the ``EMAEvaluation`` callback.
+
+    Example:
+        >>> AdamEMA = extend_with_exponential_moving_average(Adam, "AdamEMA")
+        >>> model.compile(AdamEMA(1e-4, ema_momentum=0.999), loss)
+        >>> model.fit(data)
+        >>> with model.optimizer.ema_weights():
+        ...     model.save_weights("best.weights.h5")
+    """
+    return _derive(BaseOptimizer, _ExponentialMovingAverage, name)
 
 
 class EMAEvaluation(keras.callbacks.Callback):
@@ -654,6 +823,21 @@ class _ParameterWiseLR(_DerivedOptimizer):
         return config
 
 
+def extend_with_parameter_wise_lr(BaseOptimizer, name=None):
+    """Multiplies the learning rate of every variable whose path contains a key.
+
+    ``paramwise_lr_schedule={'Transformer-0-': 0.1, 'Embedding-': 0.05}``; a variable
+    matching several keys gets the product of their factors. Mind that
+    ``'Transformer-1'`` also matches ``'Transformer-10'``: end keys with ``-``.
+    ``layerwise_lr_decay(model, decay)`` builds such a schedule.
+
+    Example:
+        >>> AdamPLR = extend_with_parameter_wise_lr(Adam)
+        >>> optimizer = AdamPLR(1e-4, paramwise_lr_schedule=layerwise_lr_decay(model, 0.9))
+    """
+    return _derive(BaseOptimizer, _ParameterWiseLR, name)
+
+
 class _GradientTransform(_DerivedOptimizer):
     """Replaces each gradient by ``gradient_transform(gradient, variable)``."""
 
@@ -677,185 +861,6 @@ class _GradientTransform(_DerivedOptimizer):
         return config
 
 
-_EXTENSIONS = {mixin._tag: mixin for mixin in (
-    _WeightDecay, _LayerAdaptation, _PiecewiseLinearLR, _GradientAccumulation, _Lookahead,
-    _LazyOptimization, _ExponentialMovingAverage, _ParameterWiseLR, _GradientTransform)}
-_DERIVED = {}
-
-
-def _derive(base, mixin, name=None):
-    if not (isinstance(base, type) and issubclass(base, keras.optimizers.Optimizer)):
-        raise TypeError(f"expected a Keras optimizer class such as keras.optimizers.Adam, got {base!r}")
-    if issubclass(base, mixin):
-        raise ValueError(f"{base.__name__} already has {mixin._suffix}")
-    name = name or base.__name__ + mixin._suffix
-    key = (base, mixin, name)
-    if key not in _DERIVED:
-        root, extensions = base._derivation if issubclass(base, _DerivedOptimizer) else (base, ())
-        cls = type(name, (mixin, base), {"__module__": __name__, "__doc__": mixin.__doc__,
-                                         "_derivation": (root, extensions + ((mixin._tag, name),))})
-        # One registered name for all: from_config rebuilds the exact class from the config.
-        _DERIVED[key] = keras.saving.register_keras_serializable(_PACKAGE, "DerivedOptimizer")(cls)
-    return _DERIVED[key]
-
-
-def _rebuild(derivation):
-    name = derivation["base"]
-    cls = keras.saving.get_registered_object(name) or getattr(keras.optimizers, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, keras.optimizers.Optimizer)):
-        raise ValueError(f"cannot rebuild a derived optimizer on {name!r}: it is neither a "
-                         "Keras optimizer nor registered with register_keras_serializable")
-    for tag, class_name in derivation["extensions"]:
-        if tag not in _EXTENSIONS:
-            raise ValueError(f"unknown optimizer extension {tag!r}; known: {sorted(_EXTENSIONS)}")
-        cls = _derive(cls, _EXTENSIONS[tag], class_name)
-    return cls
-
-
-def extend_with_weight_decay(BaseOptimizer, name=None):
-    """Adds decoupled weight decay: ``w <- w - lr * (h + weight_decay_rate * w)``.
-
-    ``lr`` is the variable's effective learning rate (schedules and parameter-wise
-    factors included), as in Google's BERT. Keras's own ``weight_decay`` is not used
-    underneath: it decays before the base update (outside layer adaptation, with the
-    global learning rate) and its ``exclude_from_weight_decay`` matches short names
-    (``gamma``), so ``'Norm'`` would never match; here names match the variable's path
-    (``Transformer-0-FeedForward-Norm/gamma``).
-
-    Returns a subclass of ``BaseOptimizer`` taking, besides its arguments:
-        weight_decay_rate: the decay rate (default 0.01).
-        exclude_from_weight_decay: list of path substrings, e.g. ``['Norm', 'bias']``.
-
-    Example:
-        >>> AdamW = extend_with_weight_decay(Adam, "AdamW")
-        >>> optimizer = AdamW(1e-4, weight_decay_rate=0.01, exclude_from_weight_decay=["Norm", "bias"])
-    """
-    return _derive(BaseOptimizer, _WeightDecay, name)
-
-
-def extend_with_layer_adaptation(BaseOptimizer, name=None):
-    """Scales each variable's step by the trust ratio ``||w|| / ||h||`` (1 if a norm is 0).
-
-    Over ``extend_with_weight_decay(Adam)`` this is LAMB: the ratio is taken of the
-    decayed step ``h + weight_decay_rate * w``.
-
-    Returns a subclass taking ``exclude_from_layer_adaptation`` (path substrings).
-
-    Example:
-        >>> LAMB = extend_with_layer_adaptation(extend_with_weight_decay(Adam), "LAMB")
-    """
-    return _derive(BaseOptimizer, _LayerAdaptation, name)
-
-
-def extend_with_piecewise_linear_lr(BaseOptimizer, name=None):
-    """Multiplies the learning rate by a piecewise-linear function of the step.
-
-    ``lr_schedule={1000: 1, 2000: 0.1}`` gives the factor 0 at step 0, 1 at step 1000,
-    0.1 at step 2000 and after (see ``PiecewiseLinear``). The update that moves the
-    step counter from ``t`` to ``t + 1`` uses the factor at ``t``, as Keras schedules
-    do; ``optimizer.learning_rate`` includes the factor.
-
-    Returns a subclass taking ``lr_schedule`` (dict from step to factor).
-
-    Example:
-        >>> AdamLR = extend_with_piecewise_linear_lr(Adam, "AdamLR")
-        >>> optimizer = AdamLR(2e-5, lr_schedule={1000: 1.0, 10000: 0.0})  # warm-up, decay
-    """
-    return _derive(BaseOptimizer, _PiecewiseLinearLR, name)
-
-
-def extend_with_gradient_accumulation(BaseOptimizer, name=None):
-    """Takes one update every ``grad_accum_steps`` steps, with the mean gradient.
-
-    Steps ``k, 2k, 3k, ...`` apply the mean of the last ``k`` gradients; the other
-    steps only add to an accumulator and change no weight and no optimizer slot.
-    ``optimizer.iterations`` (what schedules, bias correction and the other
-    extensions see) counts real updates. This reimplements Keras's
-    ``gradient_accumulation_steps``, which fails under ``MirroredStrategy`` and
-    evaluates schedules on micro-steps. Keras's ``clipnorm``/``clipvalue``/
-    ``global_clipnorm`` act on each micro-batch gradient; a ``gradient_transform``
-    acts on the mean.
-
-    Returns a subclass taking ``grad_accum_steps`` (int >= 1).
-
-    Example:
-        >>> AdamGA = extend_with_gradient_accumulation(Adam, "AdamGA")
-        >>> optimizer = AdamGA(1e-4, grad_accum_steps=4)  # batch 8 acts as batch 32
-    """
-    return _derive(BaseOptimizer, _GradientAccumulation, name)
-
-
-def extend_with_lookahead(BaseOptimizer, name=None):
-    """Adds Lookahead (Zhang et al., 2019) over the base optimizer's fast weights.
-
-    The slow weights start as a copy of the weights when the optimizer is built;
-    after every ``steps_per_slow_update``-th update ``slow <- slow + alpha * (fast -
-    slow)`` and ``fast <- slow``.
-
-    Returns a subclass taking ``steps_per_slow_update`` (default 5) and
-    ``slow_step_size`` (alpha, default 0.5).
-
-    Example:
-        >>> AdamLA = extend_with_lookahead(Adam, "AdamLA")
-        >>> optimizer = AdamLA(1e-3, steps_per_slow_update=5, slow_step_size=0.5)
-    """
-    return _derive(BaseOptimizer, _Lookahead, name)
-
-
-def extend_with_lazy_optimization(BaseOptimizer, name=None):
-    """Leaves rows whose gradient is all zero untouched, slots included.
-
-    For the variables whose path contains a name in ``include_in_lazy_optimization``
-    (usually ``['Embedding-Token']``), a row (index on the first axis) without
-    gradient keeps its weight and its momentum, so rare tokens keep their pretrained
-    values. The base optimizer's slots must have the variable's shape (SGD, Adam,
-    AdamW, Lion; not Adafactor's factored moments).
-
-    Example:
-        >>> AdamLO = extend_with_lazy_optimization(Adam, "AdamLO")
-        >>> optimizer = AdamLO(1e-4, include_in_lazy_optimization=["Embedding-Token"])
-    """
-    return _derive(BaseOptimizer, _LazyOptimization, name)
-
-
-def extend_with_exponential_moving_average(BaseOptimizer, name=None):
-    """Keeps an exponential moving average of the weights, swapped in on request.
-
-    Follows Keras 3's ``use_ema`` convention (after the first update the average is
-    the weights, then ``avg <- m * avg + (1 - m) * w``), but is updated per variable
-    on real updates only (Keras's advances on every micro-step of gradient
-    accumulation) and never overwrites the model at the end of ``fit`` (Keras's
-    ``finalize_variable_values`` does): swap explicitly, as in bert4keras.
-
-    Returns a subclass taking ``ema_momentum`` (default 0.999), with methods
-    ``apply_ema_weights()``, ``reset_old_weights()`` and the context manager
-    ``ema_weights()``; see also the ``EMAEvaluation`` callback.
-
-    Example:
-        >>> AdamEMA = extend_with_exponential_moving_average(Adam, "AdamEMA")
-        >>> model.compile(AdamEMA(1e-4, ema_momentum=0.999), loss)
-        >>> model.fit(data)
-        >>> with model.optimizer.ema_weights():
-        ...     model.save_weights("best.weights.h5")
-    """
-    return _derive(BaseOptimizer, _ExponentialMovingAverage, name)
-
-
-def extend_with_parameter_wise_lr(BaseOptimizer, name=None):
-    """Multiplies the learning rate of every variable whose path contains a key.
-
-    ``paramwise_lr_schedule={'Transformer-0-': 0.1, 'Embedding-': 0.05}``; a variable
-    matching several keys gets the product of their factors. Mind that
-    ``'Transformer-1'`` also matches ``'Transformer-10'``: end keys with ``-``.
-    ``layerwise_lr_decay(model, decay)`` builds such a schedule.
-
-    Example:
-        >>> AdamPLR = extend_with_parameter_wise_lr(Adam)
-        >>> optimizer = AdamPLR(1e-4, paramwise_lr_schedule=layerwise_lr_decay(model, 0.9))
-    """
-    return _derive(BaseOptimizer, _ParameterWiseLR, name)
-
-
 def extend_with_gradient_transform(BaseOptimizer, name=None):
     """Replaces each gradient by ``gradient_transform(gradient, variable)``.
 
@@ -876,6 +881,12 @@ def extend_with_gradient_transform(BaseOptimizer, name=None):
         >>> optimizer = AdamGT(1e-4, gradient_transform=clip_per_variable)
     """
     return _derive(BaseOptimizer, _GradientTransform, name)
+
+
+# Extension tags as recorded in configs, for `_rebuild`.
+_EXTENSIONS = {mixin._tag: mixin for mixin in (
+    _WeightDecay, _LayerAdaptation, _PiecewiseLinearLR, _GradientAccumulation, _Lookahead,
+    _LazyOptimization, _ExponentialMovingAverage, _ParameterWiseLR, _GradientTransform)}
 
 
 # Ready-made classes, as in bert4keras; importing them registers the derived-class
