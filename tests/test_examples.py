@@ -220,3 +220,71 @@ def test_triple_example_argument_and_file_errors(tmp_path, capsys):
         example.read_schema(str(tmp_path / "none.json"))
     with pytest.raises(FileNotFoundError, match="train first"):
         example.main(["--output-dir", str(tmp_path / "none"), "--predict", "银杏"])
+
+
+# -- masked-LM pretraining --------------------------------------------------------------
+
+
+def pretrain_args(vocab, config_path, output_dir, *extra):
+    corpus = os.path.join(REPO_ROOT, "examples", "data", "sentiment.train.data")
+    return ["--corpus", corpus, "--vocab", vocab, "--config", config_path, "--dropout", "0",
+            "--maxlen", "32", "--batch-size", "8", "--epochs", "2", "--save-every", "7",
+            "--verbose", "0", "--output-dir", output_dir, *extra]
+
+
+def test_pretrain_example_resumes_to_the_same_weights_and_feeds_fine_tuning(demo_dir, tmp_path):
+    import demo
+    import pretrain_mlm
+    import task_sentiment_classification
+    import task_triple_extraction
+    import tensorflow as tf
+
+    from bertkit.tokenizers import Tokenizer
+
+    vocab = demo.ensure_demo_checkpoint()[2]
+    config_path = str(tmp_path / "tiny.json")
+    with open(config_path, "w") as f:
+        json.dump(dict(demo.DEMO_CONFIG, hidden_size=32, intermediate_size=48,
+                       max_position_embeddings=64, vocab_size=Tokenizer(vocab).vocab_size), f)
+    full, part = str(tmp_path / "full"), str(tmp_path / "part")
+    uninterrupted = pretrain_mlm.main(pretrain_args(vocab, config_path, full))
+    steps = uninterrupted["step"]
+    assert steps > 23 and "val_loss" in uninterrupted
+    stopped = pretrain_mlm.main(pretrain_args(vocab, config_path, part, "--max-steps", "23"))
+    assert stopped["step"] == 23
+    resumed = pretrain_mlm.main(pretrain_args(vocab, config_path, part, "--resume"))
+    assert resumed["step"] == steps
+    a = tf.train.load_checkpoint(os.path.join(full, "bert_model.ckpt"))
+    b = tf.train.load_checkpoint(os.path.join(part, "bert_model.ckpt"))
+    names = a.get_variable_to_shape_map()
+    assert "cls/predictions/output_bias" in names and set(names) == set(b.get_variable_to_shape_map())
+    for name in names:
+        np.testing.assert_allclose(b.get_tensor(name), a.get_tensor(name), atol=1e-6, err_msg=name)
+
+    paths = ["--config", os.path.join(part, "bert_config.json"),
+             "--checkpoint", os.path.join(part, "bert_model.ckpt"),
+             "--vocab", os.path.join(part, "vocab.txt")]
+    result = task_sentiment_classification.main(
+        [*paths, "--epochs", "1", "--maxlen", "32", "--output-dir", str(tmp_path / "sent")])
+    assert 0 <= result["test_accuracy"] <= 1
+    result = task_triple_extraction.main([*paths, "--epochs", "1", "--maxlen", "32",
+                                          "--output-dir", str(tmp_path / "spo")])
+    assert 0 <= result["f1"] <= 1
+
+
+def test_pretrain_example_reads_corpus_formats(tmp_path):
+    import pretrain_mlm
+
+    (tmp_path / "a.tsv").write_text("书籍\t好书\n\n酒店\t不错\t!\n", encoding="utf-8")
+    (tmp_path / "b.data").write_text("很好\t1\n", encoding="utf-8")
+    (tmp_path / "c.jsonl").write_text('{"text": "银杏"}\n', encoding="utf-8")
+    (tmp_path / "d.txt").write_text("一行\t一篇\n", encoding="utf-8")
+    assert pretrain_mlm.read_texts(str(tmp_path / "a.tsv")) == ["好书", "!"]
+    assert pretrain_mlm.read_texts(str(tmp_path / "a.tsv"), text_column=1) == ["好书", "不错"]
+    assert pretrain_mlm.read_texts(str(tmp_path / "b.data")) == ["很好"]
+    assert pretrain_mlm.read_texts(str(tmp_path / "c.jsonl")) == ["银杏"]
+    assert pretrain_mlm.read_texts(str(tmp_path / "d.txt")) == ["一行\t一篇"]
+    with pytest.raises(ValueError, match="a.tsv:1: no column 5"):
+        pretrain_mlm.read_texts(str(tmp_path / "a.tsv"), text_column=5)
+    with pytest.raises(FileNotFoundError, match="corpus file not found"):
+        pretrain_mlm.read_texts(str(tmp_path / "none.txt"))
