@@ -20,7 +20,8 @@ All derived classes share one pipeline, run per variable inside ``update_step``:
    ``optimizer.learning_rate``);
 4. the base optimizer's own ``update_step``, with its write to ``w`` captured as a
    step instead of applied (lazy optimization masks its writes to the slots);
-5. step transforms, innermost extension first: weight decay, layer adaptation;
+5. step transforms (weight decay, layer adaptation) in nesting order, innermost
+   first: layer adaptation over weight decay is LAMB;
 6. the step is added to ``w`` (only on rows with a gradient, for lazy variables);
 7. lookahead, then the exponential moving average.
 
@@ -41,7 +42,7 @@ import contextlib
 import re
 
 import keras
-import tensorflow as tf  # only to recognise tf.IndexedSlices (embedding gradients)
+import tensorflow as tf  # tf.IndexedSlices and tf.init_scope have no keras.ops equivalent
 from keras import ops
 
 _PACKAGE = "bertkit"
