@@ -13,3 +13,4 @@ from bertkit import data  # noqa: F401
 from bertkit import tokenizers  # noqa: F401
 from bertkit import heads  # noqa: F401
 from bertkit import optimizers  # noqa: F401
+from bertkit import pretraining  # noqa: F401

@@ -18,7 +18,9 @@ no arguments it runs for about a minute on the sample texts in ``examples/data/`
 
 Corpus files: plain text with one document a line; ``.tsv`` files take the column
 ``--text-column`` (default: the last); ``.data`` files (``text<TAB>label``) take the
-text; ``.json``/``.jsonl`` files take each line's ``"text"``. Interrupted runs continue
+text; ``.json``/``.jsonl`` files take each line's ``"text"``. A text found twice (in
+two files, say) is used once; blank and duplicate lines are counted, not silently
+dropped. Interrupted runs continue
 with ``--resume`` from the last save (weights, optimizer state, step): the batches and
 masks of every step derive from ``--seed``, so with dropout off a resumed run ends
 with the same weights as an uninterrupted one. ``--minutes`` counts from each start.

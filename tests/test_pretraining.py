@@ -237,3 +237,16 @@ def test_written_checkpoint_predicts_like_the_trained_model(tmp_path):
     expected /= expected.sum(-1, keepdims=True)
     n = len(x[0])
     np.testing.assert_allclose(probs[np.arange(n)[:, None], x[2]], expected, atol=1e-5)
+
+
+def test_pretraining_model_round_trips_through_keras_file(tmp_path):
+    import bertkit  # noqa: F401  (registers every bertkit object)
+
+    model = pretraining.build_pretraining_model(tiny_builder(), max_predictions=3)
+    pretraining.compile_pretraining_model(model, "adam")
+    path = str(tmp_path / "mlm.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    x = [np.array([[CLS, 5, 6, 7, SEP]]), np.zeros((1, 5), "int32"), np.array([[1, 3, 0]])]
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-6)
