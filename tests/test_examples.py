@@ -288,3 +288,30 @@ def test_pretrain_example_reads_corpus_formats(tmp_path):
         pretrain_mlm.read_texts(str(tmp_path / "a.tsv"), text_column=5)
     with pytest.raises(FileNotFoundError, match="corpus file not found"):
         pretrain_mlm.read_texts(str(tmp_path / "none.txt"))
+
+
+def test_pretrain_example_continues_a_google_checkpoint(tiny_bert, tmp_path):
+    import pretrain_mlm
+    import tensorflow as tf
+
+    config, weights, prefix = tiny_bert
+    chars = "的一是不了人我在有他这中大来上国个到说们为子和地出道也时年得就那要下以生会自着去"
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(chars[:35])
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    rng = np.random.default_rng(0)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join("".join(rng.choice(list(chars[:35]), 12)) for _ in range(40)),
+                      encoding="utf-8")
+    out = str(tmp_path / "out")
+    # With learning rate 0 one step changes nothing: the written checkpoint is the input.
+    result = pretrain_mlm.main(["--corpus", str(corpus), "--vocab", str(vocab),
+                                "--config", os.path.join(os.path.dirname(prefix),
+                                                         "bert_config.json"),
+                                "--init-checkpoint", prefix, "--lr", "0", "--maxlen", "16",
+                                "--max-steps", "1", "--verbose", "0", "--output-dir", out])
+    assert result["step"] == 1
+    written = tf.train.load_checkpoint(os.path.join(out, "bert_model.ckpt"))
+    for name, value in weights.items():
+        if not name.startswith("cls/seq_relationship"):  # NSP is not part of MLM pretraining
+            np.testing.assert_allclose(written.get_tensor(name), value, atol=1e-6, err_msg=name)
