@@ -80,6 +80,12 @@ def parse_args(argv=None):
                         "e.g. 0.999 (0: off)")
     p.add_argument("--layerwise-lr-decay", type=float, default=None, metavar="DECAY",
                    help="layer i of L learns at lr * DECAY**(L - i), e.g. 0.9")
+    p.add_argument("--dropout", type=float, default=None,
+                   help="dropout rate inside the encoder (hidden and attention), instead of "
+                        "the config's")
+    p.add_argument("--swap-subjects", type=float, default=0.0, metavar="PROB",
+                   help="rename a text's subject after another training subject with this "
+                        "probability (augmentation for small data; 0: off)")
     p.add_argument("--start-threshold", type=float, default=0.6,
                    help="a span starts where its start probability exceeds this")
     p.add_argument("--end-threshold", type=float, default=0.5,
@@ -112,6 +118,10 @@ def check_args(parser, args):
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if not 0 <= args.ema < 1:
         parser.error("--ema must be in [0, 1)")
+    if args.dropout is not None and not 0 <= args.dropout < 1:
+        parser.error("--dropout must be in [0, 1)")
+    if not 0 <= args.swap_subjects <= 1:
+        parser.error("--swap-subjects must be in [0, 1]")
     if args.valid_split is not None and not 0 < args.valid_split < 1:
         parser.error("--valid-split must be in (0, 1)")
     return args
@@ -203,7 +213,8 @@ def prepare_examples(items, tokenizer, maxlen, predicates):
     none are kept, as negatives).
 
     Returns:
-        ``(examples, counts)``, examples as ``(token_ids, spans)``.
+        ``(examples, counts)``; an example is ``(token_ids, spans, text, triples)``,
+        ``triples`` being the gold triples that were placed.
     """
     index = {p: i for i, p in enumerate(predicates)}
     counts = dict.fromkeys(["truncated texts", "not in text", "cut by maxlen",
@@ -211,25 +222,44 @@ def prepare_examples(items, tokenizer, maxlen, predicates):
                             "dropped texts"], 0)
     examples = []
     for item in items:
-        text = item["text"]
-        tokens = tokenizer.tokenize(text, maxlen=maxlen)
-        mapping = tokenizer.rematch(text, tokens)
-        truncated = len(tokens) < len(tokenizer.tokenize(text))
-        counts["truncated texts"] += truncated
-        spans = {}
-        for s, p, o in item["spo_list"]:
-            reason = _place_triple(text, mapping, s, p, o, index, spans)
-            if reason == "not on token boundaries" and truncated:
-                full = tokenizer.rematch(text, tokenizer.tokenize(text))
-                if token_span(text, full, s) and token_span(text, full, o):
-                    reason = "cut by maxlen"
-            if reason:
+        token_ids, spans, placed, reasons = place_triples(item["text"], item["spo_list"],
+                                                          tokenizer, maxlen, index)
+        counts["truncated texts"] += "truncated" in reasons
+        for reason in reasons:
+            if reason != "truncated":
                 counts[reason] += 1
         if item["spo_list"] and not spans:
             counts["dropped texts"] += 1
             continue
-        examples.append((tokenizer.tokens_to_ids(tokens), spans))
+        examples.append((token_ids, spans, item["text"], placed))
     return examples, counts
+
+
+def place_triples(text, triples, tokenizer, maxlen, index):
+    """Tokenizes ``text`` and places its gold triples on token spans.
+
+    Returns:
+        ``(token_ids, spans, placed triples, reasons)``, ``reasons`` listing
+        ``'truncated'`` for a cut text and why each skipped triple was skipped.
+    """
+    tokens = tokenizer.tokenize(text, maxlen=maxlen)
+    mapping = tokenizer.rematch(text, tokens)
+    full = None
+    reasons = []
+    if len(tokens) < len(tokenizer.tokenize(text)):
+        reasons.append("truncated")
+        full = tokenizer.rematch(text, tokenizer.tokenize(text))
+    spans, placed = {}, []
+    for s, p, o in triples:
+        reason = _place_triple(text, mapping, s, p, o, index, spans)
+        if reason == "not on token boundaries" and full is not None \
+                and token_span(text, full, s) and token_span(text, full, o):
+            reason = "cut by maxlen"
+        if reason:
+            reasons.append(reason)
+        else:
+            placed.append((s, p, o))
+    return tokenizer.tokens_to_ids(tokens), spans, placed, reasons
 
 
 def _place_triple(text, mapping, s, p, o, index, spans):
@@ -247,25 +277,53 @@ def _place_triple(text, mapping, s, p, o, index, spans):
     return None
 
 
+def swap_subject(text, triples, new_subject):
+    """``text`` and ``triples`` with their one subject renamed ``new_subject`` everywhere."""
+    old = triples[0][0]
+    return text.replace(old, new_subject), [
+        (new_subject, p, o.replace(old, new_subject)) for _, p, o in triples]
+
+
 class TripleGenerator(DataGenerator):
     """Batches ``((token_ids, segment_ids, subject_ids), (subject_labels, object_labels),
-    (mask, mask))``, one sampled gold subject per text (``sample_subject``)."""
+    (mask, mask))``, one sampled gold subject per text (``sample_subject``).
 
-    def __init__(self, examples, num_predicates, **kwargs):
+    With ``swap_subjects=q``, a text with a single subject has it renamed, with
+    probability ``q``, after the subject of another training text (in the text and its
+    triples), so that subjects are learnt from their context more than by name.
+    """
+
+    def __init__(self, examples, predicates, tokenizer=None, maxlen=None, swap_subjects=0.0,
+                 **kwargs):
         super().__init__(examples, **kwargs)
-        self.num_predicates = num_predicates
+        self.index = {p: i for i, p in enumerate(predicates)}
+        self.tokenizer, self.maxlen, self.swap_subjects = tokenizer, maxlen, swap_subjects
+        self.subjects = sorted({t[0] for *_, triples in examples for t in triples})
 
     def __iter__(self, random=False):
         batch = []
-        for is_end, (token_ids, spans) in self.sample(random):
+        for is_end, example in self.sample(random):
+            token_ids, spans = self.maybe_swap(example) if random else example[:2]
             length = len(token_ids)
             # A text annotated with no triple still trains the subject pointer.
             subject = sample_subject(list(spans), self.random_state) if spans else (0, 0)
             batch.append((token_ids, subject_labels(length, spans), subject,
-                          object_labels(length, self.num_predicates, spans.get(subject, []))))
+                          object_labels(length, len(self.index), spans.get(subject, []))))
             if len(batch) == self.batch_size or is_end:
                 yield self.collate(batch)
                 batch = []
+
+    def maybe_swap(self, example):
+        """``(token_ids, spans)`` of the example, its subject renamed now and then."""
+        token_ids, spans, text, triples = example
+        if len(spans) != 1 or not self.swap_subjects \
+                or self.random_state.random_sample() >= self.swap_subjects:
+            return token_ids, spans
+        new_subject = self.subjects[self.random_state.randint(len(self.subjects))]
+        text, triples = swap_subject(text, triples, new_subject)
+        new_ids, new_spans, _, _ = place_triples(text, triples, self.tokenizer, self.maxlen,
+                                                 self.index)
+        return (new_ids, new_spans) if new_spans else (token_ids, spans)
 
     @staticmethod
     def collate(batch):
@@ -283,7 +341,11 @@ class TripleGenerator(DataGenerator):
 
 def build_extractor(args, predicates, checkpoint=None):
     """The encoder (from the checkpoint when given) with the two pointer heads."""
-    encoder = build_transformer_model(args.config, checkpoint, model=args.model)
+    overrides = {}
+    if getattr(args, "dropout", None) is not None:
+        overrides = dict(hidden_dropout_prob=args.dropout,
+                         attention_probs_dropout_prob=args.dropout)
+    encoder = build_transformer_model(args.config, checkpoint, model=args.model, **overrides)
     return TripleExtractor(encoder, predicates)
 
 
@@ -416,7 +478,8 @@ def train(args):
     print(f"train/valid: {len(train_items)}/{len(valid_items)} texts, {len(predicates)} "
           f"predicates; training texts kept: {len(examples)}; skipped gold triples and "
           f"texts: {json.dumps(counts, ensure_ascii=False)}")
-    generator = TripleGenerator(examples, len(predicates), batch_size=args.batch_size,
+    generator = TripleGenerator(examples, predicates, tokenizer, args.maxlen,
+                                swap_subjects=args.swap_subjects, batch_size=args.batch_size,
                                 bucket=True)
 
     extractor = build_extractor(args, predicates, args.checkpoint)
@@ -444,7 +507,7 @@ def save_run(args, predicates):
     """What ``--predict`` needs to rebuild the model (paths are stored absolute)."""
     run = {"config": os.path.abspath(args.config), "vocab": os.path.abspath(args.vocab),
            "model": args.model, "do_lower_case": args.do_lower_case, "maxlen": args.maxlen,
-           "predicates": predicates, "start_threshold": args.start_threshold,
+           "dropout": args.dropout, "predicates": predicates, "start_threshold": args.start_threshold,
            "end_threshold": args.end_threshold}
     path = os.path.join(args.output_dir, RUN_FILE)
     with open(path + ".tmp", "w", encoding="utf-8") as f:
@@ -461,8 +524,8 @@ def predict(args):
             raise FileNotFoundError(f"{path} not found: train first (same --output-dir)")
     with open(run_path, encoding="utf-8") as f:
         run = json.load(f)
-    for key in ("config", "vocab", "model", "do_lower_case", "maxlen", "start_threshold",
-                "end_threshold"):
+    for key in ("config", "vocab", "model", "do_lower_case", "maxlen", "dropout",
+                "start_threshold", "end_threshold"):
         setattr(args, key, run[key])
     tokenizer = Tokenizer(args.vocab, do_lower_case=args.do_lower_case)
     extractor = build_extractor(args, run["predicates"])

@@ -315,3 +315,34 @@ def test_pretrain_example_continues_a_google_checkpoint(tiny_bert, tmp_path):
     for name, value in weights.items():
         if not name.startswith("cls/seq_relationship"):  # NSP is not part of MLM pretraining
             np.testing.assert_allclose(written.get_tensor(name), value, atol=1e-6, err_msg=name)
+
+
+def test_triple_example_subject_swap(demo_dir):
+    import demo
+    import task_triple_extraction as example
+    from bertkit.tokenizers import Tokenizer
+
+    text, triples = "银杏是银杏科植物，又名白果。", [("银杏", "属于", "银杏科"), ("银杏", "别称", "白果")]
+    assert example.swap_subject(text, triples, "月季") == (
+        "月季是月季科植物，又名白果。", [("月季", "属于", "月季科"), ("月季", "别称", "白果")])
+    tokenizer = Tokenizer(demo.ensure_demo_checkpoint()[2])
+    predicates = ["属于", "别称"]
+    examples, _ = example.prepare_examples(
+        [{"text": text, "spo_list": triples}, {"text": "荷花又名水芙蓉。",
+                                               "spo_list": [("荷花", "别称", "水芙蓉")]}],
+        tokenizer, 32, predicates)
+    generator = example.TripleGenerator(examples, predicates, tokenizer, 32, swap_subjects=1.0,
+                                        batch_size=2, seed=0)
+    names = set()
+    for _ in range(20):
+        token_ids, spans = generator.maybe_swap(examples[0])
+        (start, end), = spans
+        subject = tokenizer.decode(token_ids[start:end + 1])
+        names.add(subject)
+        assert tokenizer.decode(token_ids) == text.replace("银杏", subject)
+        objects = {(predicates[p], tokenizer.decode(token_ids[s:e + 1]))
+                   for p, s, e in spans[(start, end)]}
+        assert objects == {("属于", subject + "科"), ("别称", "白果")}
+    assert names == {"银杏", "荷花"}   # renamed after the other training subject, or kept
+    x, y, weights = next(iter(example.TripleGenerator(examples, predicates, batch_size=2)))
+    assert x[0].shape == y[0].shape[:2] == weights[0].shape and y[1].shape[2:] == (2, 2)
