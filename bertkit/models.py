@@ -12,7 +12,10 @@ Example:
 >>> pooled = model.predict([token_ids, segment_ids])          # [B, H]
 >>> probs = attention_model(model).predict([token_ids, segment_ids])  # [B, N, T, T] per layer
 """
+import bisect
+
 import keras
+import numpy as np
 
 from bertkit import layers as bk_layers
 from bertkit.config import BertConfig
@@ -159,7 +162,7 @@ class BERT(Transformer):
                        input_dim=c.max_position_embeddings, output_dim=width,
                        embeddings_initializer=self.initializer)
         x = self.apply_norm(x, "Embedding-Norm")
-        x = self.apply(x, keras.layers.Dropout, "Embedding-Dropout", rate=c.hidden_dropout_prob)
+        x = self.apply(x, bk_layers.Dropout, "Embedding-Dropout", rate=c.hidden_dropout_prob)
         if width != c.hidden_size:
             x = self.apply(x, keras.layers.Dense, "Embedding-Mapping", units=c.hidden_size,
                            kernel_initializer=self.initializer)
@@ -183,7 +186,7 @@ class BERT(Transformer):
                        heads=c.num_attention_heads, head_size=c.attention_head_size,
                        attention_dropout=c.attention_probs_dropout_prob,
                        kernel_initializer=self.initializer)
-        y = self.apply(y, keras.layers.Dropout, f"{per_block}-MultiHeadSelfAttention-Dropout",
+        y = self.apply(y, bk_layers.Dropout, f"{per_block}-MultiHeadSelfAttention-Dropout",
                        rate=c.hidden_dropout_prob)
         x = self.apply([x, y], keras.layers.Add, f"{per_block}-MultiHeadSelfAttention-Add")
         x = self.apply_norm(x, f"{attention_name}-Norm")
@@ -191,7 +194,7 @@ class BERT(Transformer):
         y = self.apply(x, bk_layers.FeedForward, feed_forward_name,
                        units=c.intermediate_size, activation=c.activation,
                        kernel_initializer=self.initializer)
-        y = self.apply(y, keras.layers.Dropout, f"{per_block}-FeedForward-Dropout",
+        y = self.apply(y, bk_layers.Dropout, f"{per_block}-FeedForward-Dropout",
                        rate=c.hidden_dropout_prob)
         x = self.apply([x, y], keras.layers.Add, f"{per_block}-FeedForward-Add")
         x = self.apply_norm(x, f"{feed_forward_name}-Norm")
@@ -425,3 +428,80 @@ class _AttentionProbabilities(keras.layers.Layer):
     def compute_output_spec(self, inputs, attention_mask=None):
         batch, length = inputs.shape[0], inputs.shape[1]
         return keras.KerasTensor((batch, self.attention.heads, length, length), dtype="float32")
+
+
+#: Lengths :func:`pad_to_bucket` pads a batch up to: a few shapes to compile, at most
+#: a third of the positions added as padding above 16.
+DEFAULT_LENGTH_BUCKETS = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+
+
+def bucket_length(length, buckets=DEFAULT_LENGTH_BUCKETS):
+    """The smallest bucket at least ``length`` long.
+
+    Args:
+        length: a sequence length (a batch's longest sequence).
+        buckets: increasing allowed lengths.
+
+    Returns:
+        int, the bucket ``length`` is padded up to.
+
+    Raises:
+        ValueError: ``length`` is longer than the largest bucket, or ``buckets`` is
+            empty or not increasing.
+
+    Example:
+
+    >>> bucket_length(70)
+    96
+    """
+    buckets = tuple(int(b) for b in buckets)
+    if not buckets or any(a >= b for a, b in zip(buckets, buckets[1:])):
+        raise ValueError(f"buckets must be a non-empty increasing sequence, got {buckets}")
+    index = bisect.bisect_left(buckets, length)
+    if index == len(buckets):
+        raise ValueError(
+            f"sequence length {length} exceeds the largest bucket {buckets[-1]}; "
+            f"truncate the inputs or pass larger buckets"
+        )
+    return buckets[index]
+
+
+def pad_to_bucket(arrays, buckets=DEFAULT_LENGTH_BUCKETS, value=0):
+    """Pads ``[B, T, ...]`` arrays on the right along ``T`` up to ``bucket_length(T)``.
+
+    A model compiled with XLA (``jit_compile=True``) compiles once per input shape, and
+    a compilation of BERT-base takes far longer than a step; padding every batch up to
+    one of a few lengths bounds the number of compilations. Padding with id 0 does not
+    change the outputs at the real positions (id 0 is masked out of attention).
+
+    Args:
+        arrays: one array or a list/tuple of arrays sharing their first two dimensions
+            (token ids, segment ids, ...).
+        buckets: increasing allowed lengths (see :data:`DEFAULT_LENGTH_BUCKETS`).
+        value: the padding value.
+
+    Returns:
+        The padded array(s), in the structure given.
+
+    Raises:
+        ValueError: arrays of different ``[B, T]``, fewer than two dimensions, or a
+            length longer than the largest bucket.
+
+    Example:
+
+    >>> token_ids, segment_ids = pad_to_bucket([token_ids, segment_ids])  # [B, 70] -> [B, 96]
+    >>> model.train_on_batch([token_ids, segment_ids], labels)
+    """
+    single = not isinstance(arrays, (list, tuple))
+    as_tuple = isinstance(arrays, tuple)
+    arrays = [np.asarray(a) for a in ([arrays] if single else arrays)]
+    if any(a.ndim < 2 for a in arrays) or len({a.shape[:2] for a in arrays}) != 1:
+        raise ValueError(f"arrays must share their [batch, length] dimensions, got shapes "
+                         f"{[a.shape for a in arrays]}")
+    length = arrays[0].shape[1]
+    extra = bucket_length(length, buckets) - length
+    padded = [np.pad(a, [(0, 0), (0, extra)] + [(0, 0)] * (a.ndim - 2), constant_values=value)
+              for a in arrays]
+    if single:
+        return padded[0]
+    return tuple(padded) if as_tuple else padded
