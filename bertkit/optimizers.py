@@ -203,13 +203,7 @@ def _dense(gradient):
 
 
 def _copy_initializer(variable):
-    def initializer(shape, dtype=None):
-        # Read eagerly: the optimizer may be built while the train step is traced,
-        # and XLA cannot lift a variable whose initial value reads another variable.
-        with tf.init_scope():
-            return ops.cast(ops.convert_to_tensor(variable), dtype)
-
-    return initializer
+    return lambda shape, dtype=None: ops.cast(ops.convert_to_tensor(variable), dtype)
 
 
 class _State:
@@ -237,6 +231,19 @@ class _DerivedOptimizer:
 
     def _variable_path(self, index):
         return _path(self._trainable_variables[index])
+
+    def build(self, variables):
+        if self.built:
+            return
+        # Keras may build the optimizer while it traces the train step; slots that
+        # start as copies of the weights must then be made eagerly, or XLA cannot
+        # lift their initial values out of the compiled function.
+        with tf.init_scope():
+            super().build(variables)
+            self._build_slots(variables)
+
+    def _build_slots(self, variables):
+        """Hook: extensions create their per-variable slots here."""
 
     def update_step(self, gradient, variable, learning_rate):
         self._update_variable(gradient, variable, learning_rate)
@@ -527,10 +534,8 @@ class _GradientAccumulation(_DerivedOptimizer):
         """The number of real updates (micro-steps are counted in ``_iterations``)."""
         return ops.floor_divide(self._iterations, self.grad_accum_steps)
 
-    def build(self, variables):
-        if self.built:
-            return
-        super().build(variables)
+    def _build_slots(self, variables):
+        super()._build_slots(variables)
         self._accumulators = self.add_optimizer_variables(variables, "accumulator")
 
     def _update_variable(self, gradient, variable, learning_rate):
@@ -589,10 +594,8 @@ class _Lookahead(_DerivedOptimizer):
         self.steps_per_slow_update = steps_per_slow_update
         self.slow_step_size = float(slow_step_size)
 
-    def build(self, variables):
-        if self.built:
-            return
-        super().build(variables)
+    def _build_slots(self, variables):
+        super()._build_slots(variables)
         self._slow_weights = [self.add_variable_from_reference(v, "slow", _copy_initializer(v))
                               for v in variables]
 
@@ -686,10 +689,8 @@ class _ExponentialMovingAverage(_DerivedOptimizer):
             raise ValueError(f"`ema_momentum` must be in [0, 1], got {ema_momentum!r}")
         super().__init__(*args, ema_momentum=ema_momentum, **kwargs)
 
-    def build(self, variables):
-        if self.built:
-            return
-        super().build(variables)
+    def _build_slots(self, variables):
+        super()._build_slots(variables)
         # Start from the weights, so variables that never get a gradient average to themselves.
         self._averages = [self.add_variable_from_reference(v, "average", _copy_initializer(v))
                           for v in variables]
