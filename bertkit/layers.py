@@ -28,8 +28,27 @@ def gelu_tanh(x):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 def gelu_erf(x):
-    """GELU in its exact erf form, as Hugging Face and bert4keras compute ``gelu``."""
-    return ops.gelu(x, approximate=False)
+    """GELU in its exact erf form, as Hugging Face and bert4keras compute ``gelu``.
+
+    ``x * Phi(x)`` with the derivative ``Phi(x) + x * phi(x)`` written out: it reuses
+    ``Phi(x)`` from the forward pass, where differentiating the composite op takes
+    about 1.5x as long in TensorFlow's graph mode (the feed-forward activation is
+    the largest elementwise tensor of a BERT step).
+    """
+    return _gelu_erf(x)
+
+
+@ops.custom_gradient
+def _gelu_erf(x):
+    cdf = 0.5 * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))
+
+    def grad(*args, upstream=None):
+        if upstream is None:
+            (upstream,) = args
+        pdf = ops.exp(-0.5 * ops.square(x)) * (1.0 / math.sqrt(2.0 * math.pi))
+        return upstream * (cdf + x * pdf)
+
+    return x * cdf, grad
 
 
 def get_activation(name):

@@ -102,3 +102,30 @@ def test_dropout_gradient_is_the_scaled_mask():
         total = tf.reduce_sum(y)
     gradient = tape.gradient(total, x).numpy()
     np.testing.assert_array_equal(gradient, y.numpy())  # y = mask * scale for x = 1
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_gelu_erf_value_and_gradient_match_numpy(jit_compile):
+    import math
+
+    import tensorflow as tf
+
+    from bertkit.layers import gelu_erf
+    from test_models import gelu
+
+    x = tf.constant(np.linspace(-6.0, 6.0, 241), "float32")
+
+    @tf.function(jit_compile=jit_compile)
+    def value_and_gradient(v):
+        with tf.GradientTape() as tape:
+            tape.watch(v)
+            y = gelu_erf(v)
+        return y, tape.gradient(y, v)
+
+    y, dy = (t.numpy() for t in value_and_gradient(x))
+    v = x.numpy().astype("float64")
+    cdf = 0.5 * (1.0 + np.vectorize(math.erf)(v / math.sqrt(2.0)))
+    np.testing.assert_allclose(y, gelu(v, approximate=False), atol=1e-6)
+    np.testing.assert_allclose(dy, cdf + v * np.exp(-0.5 * v ** 2) / math.sqrt(2 * math.pi),
+                               atol=1e-6)
+    assert gelu_erf(tf.cast(x, "bfloat16")).dtype == tf.bfloat16
