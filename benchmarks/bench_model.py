@@ -462,13 +462,14 @@ def summarize(shape_name, workload, impls, results):
             gflops=statistics.median(rates) * gflop_per_seq,
             rss=max(r["peak_rss_mb"] for r in results[name]),
             warmup=results[name + ":warmup"], precision=IMPLS[name][2]))
+    peers = [r for r in rows if IMPLS[r["impl"]][0] != "bertkit"]
     for row in rows:
         row["fraction"] = row["gflops"] / limit
-        same = [r["median"] for r in rows if r["impl"].split("-")[0] in ("keras", "hf")
-                and (r["precision"] == "float32") == (row["precision"] == "float32")]
-        fp32 = [r["median"] for r in rows if r["impl"].split("-")[0] in ("keras", "hf")
-                and r["precision"] == "float32"]
-        row["vs_peer"] = row["median"] / max(same or fp32) if (same or fp32) else float("nan")
+        # The fastest peer of the same precision (fp32 ones when there is none).
+        fp32 = row["precision"] == "float32"
+        same = [p["median"] for p in peers if (p["precision"] == "float32") == fp32]
+        rivals = same or [p["median"] for p in peers if p["precision"] == "float32"]
+        row["vs_peer"] = row["median"] / max(rivals) if rivals else float("nan")
     return dict(shape=shape_name, workload=workload, limit=limit, peak=peak,
                 gflop_per_seq=gflop_per_seq, rows=rows)
 
@@ -477,13 +478,14 @@ def print_table(summary):
     s = summary
     print(f"\n{s['shape']} {s['workload']} ({s['gflop_per_seq']:.2f} GFLOP per sequence; "
           f"matmul limit {s['limit']:.0f} GFLOP/s, best single matmul {s['peak']:.0f})")
-    header = (f"| {'implementation':<17} | {'seq/s':>7} | {'min-max':>13} | {'x peer':>6} "
+    header = (f"| {'implementation':<18} | {'seq/s':>7} | {'min-max':>13} | {'x peer':>6} "
               f"| {'GFLOP/s':>7} | {'of limit':>8} | {'peak RSS':>8} | {'warm-up':>7} |")
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for r in s["rows"]:
-        print(f"| {r['impl']:<17} | {r['median']:>7.2f} | {r['low']:>6.2f}-{r['high']:<6.2f} "
-              f"| {r['vs_peer']:>6.2f} | {r['gflops']:>7.1f} | {r['fraction']:>8.0%} "
+        ratio = "-" if r["vs_peer"] != r["vs_peer"] else f"{r['vs_peer']:.2f}"  # NaN: no peer
+        print(f"| {r['impl']:<18} | {r['median']:>7.2f} | {r['low']:>6.2f}-{r['high']:<6.2f} "
+              f"| {ratio:>6} | {r['gflops']:>7.1f} | {r['fraction']:>8.0%} "
               f"| {r['rss']:>5.0f} MB | {r['warmup']:>5.0f} s |")
 
 
@@ -519,6 +521,7 @@ def main(argv=None):
     parser.add_argument("--retrace-steps", type=int, default=16)
     parser.add_argument("--retrace-shape", default="small")
     parser.add_argument("--no-retrace", action="store_true")
+    parser.add_argument("--json", help="also write the summaries to this file")
     parser.add_argument("--min-available-gb", type=float, default=7.0,
                         help="stop before starting or running a worker with less free memory")
     parser.add_argument("--log-dir", default=None, help="worker logs (default: a temp dir)")
@@ -550,6 +553,8 @@ def main(argv=None):
             results = measure_group(args, shape, workload, impls)
             summaries.append(summarize(shape, workload, impls, results))
             print_table(summaries[-1])
+    if args.json:
+        Path(args.json).write_text(json.dumps(summaries, indent=1))
     if not args.no_retrace:
         run_retrace_demo(args)
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
