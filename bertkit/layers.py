@@ -161,10 +161,12 @@ class Dropout(keras.layers.Dropout):
     """``keras.layers.Dropout`` whose random mask XLA compiles into fast code.
 
     On the TensorFlow backend Keras draws dropout masks with the default stateless
-    random algorithm, which XLA (``jit_compile=True``) compiles on a CPU into code
-    about 100x slower than Philox: the masks of a BERT-base training step then take
-    longer than its matmuls. This layer draws Philox bits instead, two 16-bit numbers
-    per 32-bit word, and drops a unit when its number is below
+    random algorithm, which XLA (``jit_compile=True``) compiles on a CPU into slow
+    code: 1.4 s for one BERT-base attention mask ``[16, 12, 128, 128]``, against 45 ms
+    for the same floats drawn with Philox, so the masks of a training step take
+    longer than its matmuls. This layer draws Philox bits, two 16-bit numbers per
+    32-bit word (about 19 ms for that mask, with or without XLA), and drops a unit
+    when its number is below
     ``round(rate * 65536)``: the drop probability is ``rate`` to within 1/131072,
     and kept units are scaled so that the expectation is unchanged. With a
     ``noise_shape``, on other backends, and at inference it is Keras's ``Dropout``.
