@@ -896,3 +896,43 @@ _EXTENSIONS = {mixin._tag: mixin for mixin in (
 AdamW = extend_with_weight_decay(Adam, "AdamW")
 AdamWLR = extend_with_piecewise_linear_lr(AdamW, "AdamWLR")
 AdamEMA = extend_with_exponential_moving_average(Adam, "AdamEMA")
+
+
+def fine_tuning_optimizer(learning_rate, total_steps, warmup_steps=None, weight_decay_rate=0.01,
+                          layerwise_decay=None, model=None, ema_momentum=None):
+    """The usual BERT fine-tuning optimizer, assembled from the extensions above.
+
+    bertkit's ``Adam`` with decoupled weight decay (layer norms and biases excluded),
+    linear warm-up to ``learning_rate`` and linear decay to zero at ``total_steps``,
+    optionally layer-wise learning-rate decay and an exponential moving average.
+
+    Args:
+        learning_rate: the peak learning rate.
+        total_steps: the number of updates of the whole run.
+        warmup_steps: warm-up length; defaults to 10% of ``total_steps``.
+        weight_decay_rate: decoupled weight decay.
+        layerwise_decay: with ``model``, layer ``i`` of ``L`` learns at
+            ``learning_rate * layerwise_decay ** (L - i)`` (see ``layerwise_lr_decay``).
+        model: the model, needed for ``layerwise_decay``.
+        ema_momentum: keep an EMA of the weights with this momentum (e.g. 0.999).
+
+    Example: ``model.compile(fine_tuning_optimizer(2e-5, steps * epochs), loss)``.
+    """
+    if not isinstance(total_steps, int) or total_steps < 1:
+        raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
+    if warmup_steps is None:
+        warmup_steps = max(1, total_steps // 10)
+    warmup_steps = min(max(1, warmup_steps), max(1, total_steps - 1))
+    optimizer_class = AdamWLR
+    kwargs = dict(learning_rate=learning_rate, weight_decay_rate=weight_decay_rate,
+                  exclude_from_weight_decay=["Norm", "bias"],
+                  lr_schedule={warmup_steps: 1.0, max(total_steps, warmup_steps + 1): 0.0})
+    if layerwise_decay:
+        if model is None:
+            raise ValueError("layerwise_decay needs the model (model=...)")
+        optimizer_class = extend_with_parameter_wise_lr(optimizer_class)
+        kwargs["paramwise_lr_schedule"] = layerwise_lr_decay(model, layerwise_decay)
+    if ema_momentum:
+        optimizer_class = extend_with_exponential_moving_average(optimizer_class)
+        kwargs["ema_momentum"] = ema_momentum
+    return optimizer_class(**kwargs)

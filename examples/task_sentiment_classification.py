@@ -158,22 +158,10 @@ def build_classifier(args, num_classes, checkpoint=None):
 
 
 def build_optimizer(args, model, total_steps):
-    """AdamW-style Adam with warm-up and linear decay, optional layer-wise LR and EMA."""
-    warmup = args.warmup_steps if args.warmup_steps is not None else max(1, total_steps // 10)
-    warmup = min(warmup, max(1, total_steps - 1))
-    optimizer_class = optimizers.extend_with_piecewise_linear_lr(
-        optimizers.extend_with_weight_decay(keras.optimizers.Adam))
-    kwargs = dict(learning_rate=args.lr, weight_decay_rate=args.weight_decay,
-                  exclude_from_weight_decay=["Norm", "bias"],
-                  lr_schedule={warmup: 1.0, total_steps: 0.0})
-    if args.layerwise_lr_decay:
-        optimizer_class = optimizers.extend_with_parameter_wise_lr(optimizer_class)
-        kwargs["paramwise_lr_schedule"] = optimizers.layerwise_lr_decay(
-            model, args.layerwise_lr_decay)
-    if args.ema:
-        optimizer_class = optimizers.extend_with_exponential_moving_average(optimizer_class)
-        kwargs["ema_momentum"] = args.ema
-    return optimizer_class(**kwargs)
+    """Adam with weight decay, warm-up and linear decay; optional layer-wise LR and EMA."""
+    return optimizers.fine_tuning_optimizer(
+        args.lr, total_steps, warmup_steps=args.warmup_steps, weight_decay_rate=args.weight_decay,
+        layerwise_decay=args.layerwise_lr_decay, model=model, ema_momentum=args.ema or None)
 
 
 class AccuracyEvaluator(Evaluator):

@@ -528,3 +528,24 @@ if __name__ == "__main__":
     cpu, = tf.config.list_physical_devices("CPU")
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     mirrored_worker()
+
+
+def test_fine_tuning_optimizer_assembles_the_usual_recipe():
+    from bertkit.models import build_transformer_model
+    from conftest import TINY_CONFIG
+
+    model = build_transformer_model(**TINY_CONFIG)
+    optimizer = bo.fine_tuning_optimizer(1e-3, 100, warmup_steps=10, model=model,
+                                                 layerwise_decay=0.5, ema_momentum=0.9)
+    assert hasattr(optimizer, "ema_weights")
+    assert optimizer.paramwise_lr_schedule == bo.layerwise_lr_decay(model, 0.5)
+    assert optimizer.weight_decay_excluded == ["Norm", "bias"]
+    # Warm-up to the peak at step 10, linear decay to zero at step 100.
+    schedule = bo.PiecewiseLinear({10: 1.0, 100: 0.0})
+    for step, factor in ((0, 0.0), (5, 0.5), (10, 1.0), (55, 0.5), (100, 0.0), (150, 0.0)):
+        assert float(schedule(step)) == pytest.approx(factor)
+    assert optimizer.lr_schedule == {10: 1.0, 100: 0.0}
+    with pytest.raises(ValueError, match="layerwise_decay needs the model"):
+        bo.fine_tuning_optimizer(1e-3, 100, layerwise_decay=0.9)
+    with pytest.raises(ValueError, match="total_steps"):
+        bo.fine_tuning_optimizer(1e-3, 0)
