@@ -24,7 +24,7 @@ compilations after warm-up.
 Peers are not bertkit dependencies; install them in a separate virtualenv (see
 ``benchmarks/README.md``), then:
 
-    python benchmarks/bench_model.py                         # everything, ~15 min
+    python benchmarks/bench_model.py                         # everything, ~25 min
     python benchmarks/bench_model.py --shapes small --repeats 3
     python benchmarks/bench_model.py --impls bertkit-xla,keras-hub-xla --workloads train
     python benchmarks/bench_model.py --impls all             # adds the bf16 variants
