@@ -17,6 +17,15 @@ on the sample data in ``examples/data/`` and a small RANDOM checkpoint under
 
 Without a pretrained checkpoint, ``--random-model 4,256,4,1024 --vocab vocab.txt``
 trains a randomly initialised BERT of that size (layers, hidden, heads, intermediate).
+On the plant triples of the shared data (1896 texts, 90/10 split), this run reached
+validation precision 0.767, recall 0.675, F1 0.718 in 22 minutes on 2 CPU cores; without
+``--swap-subjects`` (40 epochs) F1 was 0.553, held back by unseen plant names:
+
+    python examples/task_triple_extraction.py --train ../shared/data/spo_plants/train_data.json \
+        --valid-split 0.1 --schema ../shared/data/spo_plants/schemas.jsonl \
+        --vocab ../shared/data/vocab/chinese_vocab.txt --random-model 4,256,4,1024 \
+        --maxlen 256 --epochs 60 --lr 1e-3 --ema 0.99 --swap-subjects 0.5
+
 Evaluation is the LIC2019 rule: exact (subject, predicate, object) matches, compared
 per text as sets; the gold side keeps every annotated triple, also those training had
 to skip, so the score is not flattered.
