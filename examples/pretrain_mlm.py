@@ -86,6 +86,8 @@ def parse_args(argv=None):
                    help="save every STEPS steps (and at every epoch end)")
     p.add_argument("--output-dir", default=os.path.join(REPO_ROOT, "checkpoints", "pretrained"))
     p.add_argument("--resume", action="store_true", help="continue from --output-dir's save")
+    p.add_argument("--mixed-precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: bfloat16 matmuls, float32 variables (Keras 'mixed_bfloat16')")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
                    help="Keras fit verbosity (1: progress bars)")
@@ -280,6 +282,8 @@ def main(argv=None):
     args = parse_args(argv)
     resolve_vocab(args)
     keras.utils.set_random_seed(args.seed)
+    if args.mixed_precision == "bf16":
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
     tokenizer = Tokenizer(args.vocab)
     train_docs, held_out_docs = load_corpus(args, tokenizer)
     data = pretraining.MaskedLMData.from_tokenizer(train_docs, tokenizer, args.maxlen,
