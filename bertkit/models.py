@@ -48,13 +48,18 @@ class Transformer:
         layer_norm_cond_hidden_size: optional width of a bias-free dense mapping of the
             condition inside each norm (bert4keras's ``layer_norm_cond_hidden_size``).
         layer_norm_cond_hidden_act: activation of that mapping (default ``'linear'``).
+        dtype: the dtype policy of every layer, e.g. ``'mixed_bfloat16'`` (bfloat16
+            matmuls, float32 variables); ``None`` follows Keras's global policy. Softmax,
+            layer normalisation, the attention-mask bias and the NSP/MLM outputs stay in
+            float32 under any policy.
     """
 
     model_type = None
 
     def __init__(self, config, with_pool=False, with_nsp=False, with_mlm=False,
                  keep_tokens=None, name=None, layer_norm_cond=None,
-                 layer_norm_cond_hidden_size=None, layer_norm_cond_hidden_act=None):
+                 layer_norm_cond_hidden_size=None, layer_norm_cond_hidden_act=None,
+                 dtype=None):
         if keep_tokens is not None:
             keep_tokens = [int(i) for i in keep_tokens]
             bad = [i for i in keep_tokens if not 0 <= i < config.vocab_size]
@@ -77,12 +82,15 @@ class Transformer:
         self.layer_norm_cond = _condition_input(layer_norm_cond)
         self.layer_norm_cond_hidden_size = layer_norm_cond_hidden_size
         self.layer_norm_cond_hidden_act = layer_norm_cond_hidden_act or "linear"
+        self.dtype = keras.dtype_policies.get(dtype) if dtype is not None else None
 
     # -- building -----------------------------------------------------------------
 
     def apply(self, inputs, layer_class, name, arguments=None, **layer_kwargs):
         """Calls the layer named ``name`` on ``inputs``, creating it on first use."""
         if name not in self.layers:
+            if self.dtype is not None:  # layers that pin their own dtype keep it
+                layer_kwargs.setdefault("dtype", self.dtype)
             self.layers[name] = layer_class(name=name, **layer_kwargs)
         return self.layers[name](inputs, **(arguments or {}))
 
@@ -262,7 +270,7 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
                             with_pool=False, with_nsp=False, with_mlm=False,
                             keep_tokens=None, return_keras_model=True, layer_norm_cond=None,
                             layer_norm_cond_hidden_size=None, layer_norm_cond_hidden_act=None,
-                            **overrides):
+                            dtype=None, **overrides):
     """Builds a BERT/RoBERTa/ALBERT encoder and optionally loads a Google checkpoint.
 
     Args:
@@ -281,6 +289,9 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
             :class:`Transformer`. The model's inputs become
             ``[Input-Token, Input-Segment, condition]``.
         layer_norm_cond_hidden_size, layer_norm_cond_hidden_act: see :class:`Transformer`.
+        dtype: dtype policy of the model's layers, e.g. ``'mixed_bfloat16'``; ``None``
+            (default) follows ``keras.config.dtype_policy()``. Variables stay float32
+            under the mixed policies, so checkpoints load and save the same values.
         return_keras_model: ``False`` returns the builder (``.model``, ``.config``,
             ``.layer(name)``) so that it can be extended.
         **overrides: config keys to override, e.g. ``num_hidden_layers=4`` to load only
@@ -303,7 +314,8 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
                             with_mlm=with_mlm, keep_tokens=keep_tokens,
                             layer_norm_cond=layer_norm_cond,
                             layer_norm_cond_hidden_size=layer_norm_cond_hidden_size,
-                            layer_norm_cond_hidden_act=layer_norm_cond_hidden_act)
+                            layer_norm_cond_hidden_act=layer_norm_cond_hidden_act,
+                            dtype=dtype)
     builder.build()
     if checkpoint_path is not None:
         from bertkit import checkpoints  # imported here: checkpoints imports models
