@@ -114,7 +114,8 @@ class ObjectPointerHead(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         # "Norm" in the variable paths keeps the norm out of weight decay
         # (``exclude_from_weight_decay=['Norm', 'bias']``), as for the encoder's norms.
-        self.norm = ConditionalLayerNormalization(epsilon=epsilon, name="Norm")
+        self.norm = ConditionalLayerNormalization(epsilon=epsilon, name="Norm",
+                                                  dtype=self.dtype_policy)
         self.dense = keras.layers.Dense(num_predicates * 2, dtype="float32", name="Dense",
                                         kernel_initializer=self.kernel_initializer)
 
@@ -189,6 +190,9 @@ class TripleExtractor:
         predicates: the predicate names; index ``p`` of the object pointer is
             ``predicates[p]``.
         subject_exponent, object_exponent: powers of the heads' sigmoids.
+        dtype: dtype policy of the heads, e.g. ``'mixed_bfloat16'`` to match an encoder
+            built with that policy; ``None`` follows Keras's global policy. Their
+            probabilities are float32 under any policy.
 
     Attributes:
         model: the training model, inputs ``[token_ids, segment_ids, subject_ids]``
@@ -198,7 +202,7 @@ class TripleExtractor:
             once per text however many subjects it holds.
     """
 
-    def __init__(self, encoder, predicates, subject_exponent=2, object_exponent=4):
+    def __init__(self, encoder, predicates, subject_exponent=2, object_exponent=4, dtype=None):
         if isinstance(encoder.output, (list, tuple)) or len(encoder.output.shape) != 3:
             raise ValueError("TripleExtractor needs an encoder with one sequence output "
                              "[B, T, H] (build it without with_pool/with_mlm)")
@@ -210,9 +214,10 @@ class TripleExtractor:
             raise ValueError(f"predicates must be a non-empty list of distinct names, "
                              f"got {predicates!r}")
         self.predicates = predicates
-        self.subject_head = SubjectPointerHead(subject_exponent, name="Subject-Pointer")
+        self.subject_head = SubjectPointerHead(subject_exponent, name="Subject-Pointer",
+                                               dtype=dtype)
         self.object_head = ObjectPointerHead(len(predicates), object_exponent,
-                                             name="Object-Pointer")
+                                             name="Object-Pointer", dtype=dtype)
         hidden = encoder.output
         subject_ids = keras.Input(shape=(2,), dtype="int32", name="Input-Subject")
         subject_probs = self.subject_head(hidden)

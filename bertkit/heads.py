@@ -104,7 +104,7 @@ class ClassificationHead(TaskHead):
         self.pooling = pooling
         self.dropout_rate = dropout_rate
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.dropout = keras.layers.Dropout(dropout_rate)
+        self.dropout = keras.layers.Dropout(dropout_rate, dtype=self.dtype_policy)
         self.classifier = keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
                                              kernel_initializer=self.kernel_initializer,
                                              name="classifier")

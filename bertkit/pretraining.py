@@ -338,7 +338,8 @@ def build_pretraining_model(builder, max_predictions):
     inputs = list(encoder.inputs)
     positions = keras.Input(shape=(max_predictions,), dtype="int32",
                             name="Input-Masked-Positions")
-    x = GatherPositions(name="MLM-Gather")([sequence, positions])  # [B, P, H]
+    # The builder's dtype policy, so that a bf16 encoder gathers in bf16.
+    x = GatherPositions(name="MLM-Gather", dtype=builder.dtype)([sequence, positions])
     x = builder.layer("MLM-Dense")(x)
     x = builder.layer("MLM-Norm")(x)
     x = builder.layer("Embedding-Token")(x, mode="dense")  # [B, P, E] -> [B, P, V]

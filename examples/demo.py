@@ -10,6 +10,7 @@ import os
 
 from bertkit.checkpoints import save_checkpoint_dir
 from bertkit.models import build_transformer_model
+from bertkit.tokenizers import Tokenizer
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_DIR = os.path.join(REPO_ROOT, "checkpoints", "demo")
@@ -81,7 +82,8 @@ def make_random_checkpoint(directory, vocab_path, seed=None, **config):
 
     Args:
         directory: where ``bert_config.json``, ``bert_model.ckpt.*`` and ``vocab.txt`` go.
-        vocab_path: the vocabulary; its line count sets ``vocab_size``.
+        vocab_path: the vocabulary; it sets ``vocab_size`` (every line is a token, also
+            one that strips to nothing, such as the Chinese vocabulary's U+2028).
         seed: seeds the initialisation.
         **config: ``BertConfig`` keys (``hidden_size``, ``num_hidden_layers``, ...).
 
@@ -92,8 +94,7 @@ def make_random_checkpoint(directory, vocab_path, seed=None, **config):
 
     if seed is not None:
         keras.utils.set_random_seed(seed)
-    with open(vocab_path, encoding="utf-8") as f:
-        vocab_size = sum(1 for line in f if line.strip())
+    vocab_size = Tokenizer(vocab_path).vocab_size
     builder = build_transformer_model(vocab_size=vocab_size, with_nsp=True, with_mlm=True,
                                       return_keras_model=False, **config)
     return save_checkpoint_dir(builder, directory, vocab_path=vocab_path)

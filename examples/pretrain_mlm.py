@@ -46,6 +46,7 @@ from bertkit.tokenizers import Tokenizer  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(HERE)
 STATE_FILE = "pretraining_state.h5"
+DTYPE_POLICIES = {"fp32": None, "bf16": "mixed_bfloat16"}  # --mixed-precision
 SAMPLE_CORPUS = [os.path.join(HERE, "data", "sentiment.train.data"),
                  os.path.join(HERE, "data", "spo.train.json")]
 
@@ -282,8 +283,6 @@ def main(argv=None):
     args = parse_args(argv)
     resolve_vocab(args)
     keras.utils.set_random_seed(args.seed)
-    if args.mixed_precision == "bf16":
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
     tokenizer = Tokenizer(args.vocab)
     train_docs, held_out_docs = load_corpus(args, tokenizer)
     data = pretraining.MaskedLMData.from_tokenizer(train_docs, tokenizer, args.maxlen,
@@ -296,6 +295,7 @@ def main(argv=None):
 
     builder = build_transformer_model(model_config(args, tokenizer.vocab_size),
                                       args.init_checkpoint, with_pool=True, with_mlm=True,
+                                      dtype=DTYPE_POLICIES[args.mixed_precision],
                                       return_keras_model=False)
     model = pretraining.build_pretraining_model(builder, data.max_predictions)
     steps, total = len(data), len(data) * args.epochs

@@ -346,3 +346,58 @@ def test_triple_example_subject_swap(demo_dir):
     assert names == {"银杏", "荷花"}   # renamed after the other training subject, or kept
     x, y, weights = next(iter(example.TripleGenerator(examples, predicates, batch_size=2)))
     assert x[0].shape == y[0].shape[:2] == weights[0].shape and y[1].shape[2:] == (2, 2)
+
+
+def test_examples_run_under_bf16_and_save_float32_weights(demo_dir, tmp_path):
+    import demo
+    import pretrain_mlm
+    import task_sentiment_classification
+    import task_triple_extraction
+    import tensorflow as tf
+
+    bf16 = ["--mixed-precision", "bf16"]
+    data_dir = write_split_files(tmp_path / "data", GOOD * 3, GOOD, GOOD)
+    out = str(tmp_path / "sent")
+    result = task_sentiment_classification.main(
+        ["--data-dir", data_dir, "--epochs", "1", "--batch-size", "4", "--maxlen", "16",
+         "--output-dir", out, *bf16])
+    model = result["model"]
+    assert model.get_layer("Transformer-0-FeedForward").compute_dtype == "bfloat16"
+    assert {v.dtype for v in model.weights} == {"float32"}
+    texts = ["很好", "太差了，不推荐"]
+    # The saved float32 weights predict the same labels in bf16 and in fp32.
+    in_bf16 = task_sentiment_classification.main(["--output-dir", out, "--predict", *texts, *bf16])
+    in_fp32 = task_sentiment_classification.main(["--output-dir", out, "--predict", *texts])
+    for (_, label_bf16, prob_bf16), (_, label_fp32, prob_fp32) in zip(in_bf16, in_fp32):
+        assert label_bf16 == label_fp32 and prob_bf16 == pytest.approx(prob_fp32, abs=0.02)
+
+    train, valid, schema = write_spo_files(tmp_path / "spo", SPO_TEXTS * 4, SPO_TEXTS)
+    result = task_triple_extraction.main(
+        ["--train", train, "--valid", valid, "--schema", schema, "--epochs", "2",
+         "--batch-size", "8", "--maxlen", "24", "--output-dir", str(tmp_path / "tri"), *bf16])
+    assert 0 <= result["f1"] <= 1
+    task_triple_extraction.main(["--output-dir", str(tmp_path / "tri"), "--predict",
+                                 SPO_TEXTS[0][0], *bf16])
+
+    vocab = demo.ensure_demo_checkpoint()[2]
+    config_path = os.path.join(demo_dir, "bert_config.json")
+    pretrained = str(tmp_path / "pre")
+    result = pretrain_mlm.main(pretrain_args(vocab, config_path, pretrained, "--max-steps", "4",
+                                             *bf16))
+    assert result["step"] == 4 and np.isfinite(result["loss"])
+    reader = tf.train.load_checkpoint(os.path.join(pretrained, "bert_model.ckpt"))
+    assert reader.get_tensor("bert/embeddings/word_embeddings").dtype == np.float32
+
+
+def test_random_checkpoint_has_a_row_for_every_vocabulary_line(tmp_path):
+    import demo
+
+    # A token that strips to nothing (the Chinese vocabulary's U+2028) is still a line.
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "\u2028", "好"]) + "\n",
+                     encoding="utf-8")
+    config_path, _, _ = demo.make_random_checkpoint(str(tmp_path / "ckpt"), str(vocab),
+                                                    hidden_size=8, num_hidden_layers=1,
+                                                    num_attention_heads=2, intermediate_size=8)
+    with open(config_path, encoding="utf-8") as f:
+        assert json.load(f)["vocab_size"] == 7
