@@ -65,7 +65,9 @@ IMPLS = {
     "keras-hub-bf16": ("keras_hub", False, "mixed_bfloat16"),
     "hf-torch-bf16": ("torch", False, "bfloat16"),
 }
-DEFAULT_IMPLS = ["bertkit", "bertkit-xla", "keras-hub", "keras-hub-xla", "hf-torch"]
+DEFAULT_IMPLS = ["bertkit", "bertkit-xla", "keras-hub", "keras-hub-xla", "hf-torch",
+                 "bertkit-bf16", "keras-hub-bf16"]
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of bfloat16 matmul units
 MATMUL_WORKERS = ["matmul-tf", "matmul-torch"]
 
 
@@ -100,6 +102,25 @@ def flops(products):
 
 def workload_matmuls(shape, workload):
     return training_matmuls(shape) if workload == "train" else matmuls(shape)
+
+
+def bf16_units():
+    """The CPU's bfloat16 matmul flags (``avx512_bf16``, ``amx_bf16``) found in
+    ``/proc/cpuinfo``; empty when it has none or the file does not exist."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = set(cpuinfo.read().split())
+    except OSError:
+        return []
+    return [flag for flag in BF16_FLAGS if flag in flags]
+
+
+def describe_bf16_support():
+    units = bf16_units()
+    if units:
+        return f"bf16 units: yes ({', '.join(units)})"
+    return ("bf16 units: none found; the bf16 rows are not expected to be faster than "
+            "fp32 here (bfloat16 is then emulated in fp32 units)")
 
 
 # -- workers --------------------------------------------------------------------------
@@ -470,6 +491,10 @@ def summarize(shape_name, workload, impls, results):
         same = [p["median"] for p in peers if (p["precision"] == "float32") == fp32]
         rivals = same or [p["median"] for p in peers if p["precision"] == "float32"]
         row["vs_peer"] = row["median"] / max(rivals) if rivals else float("nan")
+        # A mixed-precision row against the same library's fp32 row of the same mode.
+        library, xla, _ = IMPLS[row["impl"]]
+        own = [r["median"] for r in rows if IMPLS[r["impl"]] == (library, xla, "float32")]
+        row["vs_fp32"] = row["median"] / own[0] if own and not fp32 else float("nan")
     return dict(shape=shape_name, workload=workload, limit=limit, peak=peak,
                 gflop_per_seq=gflop_per_seq, rows=rows)
 
@@ -479,13 +504,15 @@ def print_table(summary):
     print(f"\n{s['shape']} {s['workload']} ({s['gflop_per_seq']:.2f} GFLOP per sequence; "
           f"matmul limit {s['limit']:.0f} GFLOP/s, best single matmul {s['peak']:.0f})")
     header = (f"| {'implementation':<18} | {'seq/s':>7} | {'min-max':>13} | {'x peer':>6} "
+              f"| {'x fp32':>6} "
               f"| {'GFLOP/s':>7} | {'of limit':>8} | {'peak RSS':>8} | {'warm-up':>7} |")
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for r in s["rows"]:
         ratio = "-" if r["vs_peer"] != r["vs_peer"] else f"{r['vs_peer']:.2f}"  # NaN: no peer
+        vs_fp32 = "-" if r["vs_fp32"] != r["vs_fp32"] else f"{r['vs_fp32']:.2f}"
         print(f"| {r['impl']:<18} | {r['median']:>7.2f} | {r['low']:>6.2f}-{r['high']:<6.2f} "
-              f"| {ratio:>6} | {r['gflops']:>7.1f} | {r['fraction']:>8.0%} "
+              f"| {ratio:>6} | {vs_fp32:>6} | {r['gflops']:>7.1f} | {r['fraction']:>8.0%} "
               f"| {r['rss']:>5.0f} MB | {r['warmup']:>5.0f} s |")
 
 
@@ -547,6 +574,7 @@ def main(argv=None):
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; "
           f"{args.repeats} interleaved repeats of >= {args.min_time:g} s; logs in {args.log_dir}",
           flush=True)
+    print(describe_bf16_support(), flush=True)
     summaries = []
     for shape in args.shapes.split(","):
         for workload in args.workloads.split(","):
