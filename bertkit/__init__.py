@@ -12,5 +12,8 @@ from bertkit import checkpoints  # noqa: F401
 from bertkit import data  # noqa: F401
 from bertkit import tokenizers  # noqa: F401
 from bertkit import heads  # noqa: F401
+from bertkit import schedules  # noqa: F401
 from bertkit import optimizers  # noqa: F401
+# After optimizers: ema builds on its derived-optimizer base (see the end of optimizers.py).
+from bertkit import ema  # noqa: F401
 from bertkit import pretraining  # noqa: F401

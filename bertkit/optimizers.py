@@ -37,13 +37,21 @@ Derived optimizers serialize: their config records the base class and the
 extensions, so ``keras.models.load_model`` rebuilds the class after ``import
 bertkit`` even in a fresh process. The base class must be a Keras optimizer or be
 registered with ``keras.saving.register_keras_serializable``.
-"""
-import contextlib
-import re
 
+This module owns bertkit's ``Adam``, the pipeline above, the extensions and the
+ready-made classes (``AdamW``, ``AdamWLR``, ``AdamEMA``, ``fine_tuning_optimizer``).
+Schedules (``PiecewiseLinear``, ``layerwise_lr_decay``) live in
+``bertkit.schedules`` and the weight average (``extend_with_exponential_moving_average``,
+``EMAEvaluation``) in ``bertkit.ema``; both are re-exported here, so
+``bertkit.optimizers.PiecewiseLinear`` and the like keep working.
+"""
 import keras
 import tensorflow as tf  # tf.IndexedSlices and tf.init_scope have no keras.ops equivalent
 from keras import ops
+
+# Moved to bertkit.schedules, re-exported for code written against this module.
+from bertkit.schedules import PiecewiseLinear, layerwise_lr_decay  # noqa: F401
+from bertkit.schedules import _path, _piecewise_linear, _schedule_points
 
 _PACKAGE = "bertkit"
 
@@ -94,94 +102,6 @@ class Adam(keras.optimizers.Adam):
         config = super().get_config()
         config["bias_correction"] = self.bias_correction
         return config
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class PiecewiseLinear(keras.optimizers.schedules.LearningRateSchedule):
-    """A piecewise-linear function of the step, bert4keras's ``piecewise_linear``.
-
-    ``{1000: 1e-4, 2000: 1e-5}`` is 0 at step 0, rises linearly to 1e-4 at step
-    1000, falls to 1e-5 at step 2000 and stays there. Without a key 0 the function
-    starts from 0 (warm-up); give ``{0: value, ...}`` to start elsewhere.
-
-    Args:
-        schedule: dict from step (int >= 0) to value.
-
-    Example:
-        >>> optimizer = keras.optimizers.Adam(PiecewiseLinear({1000: 1e-4, 10000: 0.0}))
-    """
-
-    def __init__(self, schedule):
-        self.schedule = dict(_schedule_points(schedule, "schedule"))
-
-    def __call__(self, step):
-        return _piecewise_linear(step, _schedule_points(self.schedule, "schedule", with_zero=True))
-
-    def get_config(self):
-        return {"schedule": dict(self.schedule)}
-
-
-def _schedule_points(schedule, argument, with_zero=False):
-    """Sorted ``(step, value)`` pairs of a ``{step: value}`` dict (JSON keys are strings)."""
-    if not isinstance(schedule, dict) or not schedule:
-        raise ValueError(f"`{argument}` must be a non-empty dict {{step: value}}, got {schedule!r}")
-    points = {}
-    for step, value in schedule.items():
-        try:
-            step, value = int(step), float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"`{argument}` must map integer steps to numbers, got {step!r}: {value!r}")
-        if step < 0 or step in points:
-            raise ValueError(f"`{argument}` has a negative or repeated step {step}")
-        points[step] = value
-    if with_zero and 0 not in points:
-        points[0] = 0.0
-    return sorted(points.items())
-
-
-def _piecewise_linear(step, points):
-    """The piecewise-linear interpolation of sorted ``points`` at ``step`` (constant after)."""
-    t = ops.cast(step, "float32")
-    value = ops.convert_to_tensor(points[-1][1], "float32")
-    for (t0, v0), (t1, v1) in reversed(list(zip(points[:-1], points[1:]))):
-        value = ops.where(t < t1, v0 + (v1 - v0) * (t - t0) / (t1 - t0), value)
-    return value
-
-
-def layerwise_lr_decay(model, decay=0.9):
-    """A ``paramwise_lr_schedule`` that decays the learning rate towards the input.
-
-    Transformer layer ``i`` of ``L`` (layers named ``Transformer-{i}-...``) gets the
-    factor ``decay ** (L - i)``, the embeddings ``decay ** (L + 1)``, everything else
-    (pooler, MLM and task heads) 1.
-
-    Args:
-        model: a model whose variable paths contain bertkit's layer names.
-        decay: factor between neighbouring layers, in (0, 1].
-
-    Returns:
-        A dict for ``extend_with_parameter_wise_lr``; keys end with ``-`` so that
-        ``Transformer-1-`` does not also match ``Transformer-10-``.
-
-    Example:
-        >>> schedule = layerwise_lr_decay(model, decay=0.9)  # {'Embedding-': 0.729, ...}
-        >>> optimizer = extend_with_parameter_wise_lr(Adam)(paramwise_lr_schedule=schedule)
-    """
-    if not 0 < decay <= 1:
-        raise ValueError(f"`decay` must be in (0, 1], got {decay!r}")
-    layers = {int(match.group(1)) for v in model.weights
-              for match in [re.search(r"(?:^|/)Transformer-(\d+)-", _path(v))] if match}
-    if not layers:
-        raise ValueError(f"model {model.name!r} has no layers named 'Transformer-{{i}}-...' "
-                         "to decay the learning rate over")
-    num_layers = max(layers) + 1
-    schedule = {"Embedding-": decay ** (num_layers + 1)}
-    schedule.update({f"Transformer-{i}-": decay ** (num_layers - i) for i in range(num_layers)})
-    return schedule
-
-
-def _path(variable):
-    return getattr(variable, "path", None) or variable.name
 
 
 def _matches(path, names):
@@ -676,128 +596,6 @@ def extend_with_lazy_optimization(BaseOptimizer, name=None):
     return _derive(BaseOptimizer, _LazyOptimization, name)
 
 
-class _ExponentialMovingAverage(_DerivedOptimizer):
-    """Keeps ``avg <- m * avg + (1 - m) * w`` (``avg = w`` after the first update)."""
-
-    _tag, _suffix = "exponential_moving_average", "EMA"
-
-    def __init__(self, *args, ema_momentum=0.999, **kwargs):
-        if kwargs.get("use_ema"):
-            raise ValueError("`use_ema=True` would also run Keras's own EMA, which "
-                             "overwrites the model at the end of fit; leave it off")
-        if not 0 <= ema_momentum <= 1:
-            raise ValueError(f"`ema_momentum` must be in [0, 1], got {ema_momentum!r}")
-        super().__init__(*args, ema_momentum=ema_momentum, **kwargs)
-
-    def _build_slots(self, variables):
-        super()._build_slots(variables)
-        # Start from the weights, so variables that never get a gradient average to themselves.
-        self._averages = [self.add_variable_from_reference(v, "average", _copy_initializer(v))
-                          for v in variables]
-
-    def _average_weights(self, variable, index):
-        super()._average_weights(variable, index)
-        average = self._averages[index]
-        not_first = ops.cast(ops.not_equal(self.iterations, 0), variable.dtype)
-        momentum = not_first * self.ema_momentum
-        self.assign(average, momentum * average + (1 - momentum) * ops.convert_to_tensor(variable))
-
-    def apply_ema_weights(self):
-        """Puts the averages into the model, keeping the raw weights to restore later."""
-        if not self.built:
-            raise RuntimeError(f"optimizer {self.name!r} has no averages yet; it is built "
-                               "on the first training step")
-        if self._state.raw_weights is not None:
-            raise RuntimeError("EMA weights are already in the model; call reset_old_weights() first")
-        self._state.raw_weights = [ops.convert_to_numpy(v) for v in self._trainable_variables]
-        for variable, average in zip(self._trainable_variables, self._averages):
-            variable.assign(ops.convert_to_tensor(average))
-
-    def reset_old_weights(self):
-        """Puts back the raw weights that ``apply_ema_weights`` set aside."""
-        if self._state.raw_weights is None:
-            raise RuntimeError("no raw weights to restore: apply_ema_weights() was not called")
-        for variable, value in zip(self._trainable_variables, self._state.raw_weights):
-            variable.assign(value)
-        self._state.raw_weights = None
-
-    @contextlib.contextmanager
-    def ema_weights(self):
-        """Context manager: EMA weights inside the block, raw weights after it."""
-        self.apply_ema_weights()
-        try:
-            yield self
-        finally:
-            self.reset_old_weights()
-
-
-def extend_with_exponential_moving_average(BaseOptimizer, name=None):
-    """Keeps an exponential moving average of the weights, swapped in on request.
-
-    Follows Keras 3's ``use_ema`` convention (after the first update the average is
-    the weights, then ``avg <- m * avg + (1 - m) * w``), but is updated per variable
-    on real updates only (Keras's advances on every micro-step of gradient
-    accumulation) and never overwrites the model at the end of ``fit`` (Keras's
-    ``finalize_variable_values`` does): swap explicitly, as in bert4keras.
-
-    Returns a subclass taking ``ema_momentum`` (default 0.999), with methods
-    ``apply_ema_weights()``, ``reset_old_weights()`` and the context manager
-    ``ema_weights()``; see also the ``EMAEvaluation`` callback.
-
-    Example:
-        >>> AdamEMA = extend_with_exponential_moving_average(Adam, "AdamEMA")
-        >>> model.compile(AdamEMA(1e-4, ema_momentum=0.999), loss)
-        >>> model.fit(data)
-        >>> with model.optimizer.ema_weights():
-        ...     model.save_weights("best.weights.h5")
-    """
-    return _derive(BaseOptimizer, _ExponentialMovingAverage, name)
-
-
-class EMAEvaluation(keras.callbacks.Callback):
-    """Evaluates with the EMA weights at each epoch end, then restores the raw weights.
-
-    Results go into the epoch logs with a prefix (``ema_loss``, ``ema_accuracy``), so
-    ``ModelCheckpoint`` or ``EarlyStopping`` can monitor them. ``evaluate_fn`` runs
-    while the EMA weights are in the model, so it may also save them.
-
-    Args:
-        validation_data: data for ``model.evaluate``, or ``None``.
-        evaluate_fn: ``evaluate_fn(model) -> dict of metrics`` (or ``None``).
-        prefix: prefix of the log keys.
-
-    Example:
-        >>> model.fit(train, epochs=3, callbacks=[EMAEvaluation(validation_data=valid)])
-    """
-
-    def __init__(self, validation_data=None, evaluate_fn=None, prefix="ema_"):
-        super().__init__()
-        if validation_data is None and evaluate_fn is None:
-            raise ValueError("give `validation_data`, `evaluate_fn` or both")
-        self.validation_data, self.evaluate_fn, self.prefix = validation_data, evaluate_fn, prefix
-
-    def on_epoch_end(self, epoch, logs=None):
-        optimizer = self.model.optimizer
-        if not hasattr(optimizer, "ema_weights"):
-            raise TypeError("EMAEvaluation needs an optimizer from "
-                            f"extend_with_exponential_moving_average, got {type(optimizer).__name__}")
-        results = {}
-        with optimizer.ema_weights():
-            if self.validation_data is not None:
-                results.update(self._evaluate())
-            if self.evaluate_fn is not None:
-                results.update(self.evaluate_fn(self.model) or {})
-        if logs is not None:
-            logs.update({self.prefix + key: value for key, value in results.items()})
-
-    def _evaluate(self):
-        data = self.validation_data
-        if isinstance(data, tuple):  # (x, y) or (x, y, sample_weight), as fit takes it
-            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-            return self.model.evaluate(x, y, sample_weight=sample_weight, verbose=0, return_dict=True)
-        return self.model.evaluate(data, verbose=0, return_dict=True)
-
-
 class _ParameterWiseLR(_DerivedOptimizer):
     """Multiplies the learning rate of variables whose path contains a key."""
 
@@ -884,6 +682,14 @@ def extend_with_gradient_transform(BaseOptimizer, name=None):
     """
     return _derive(BaseOptimizer, _GradientTransform, name)
 
+
+# The weight average lives in bertkit.ema and builds on _DerivedOptimizer, so it is
+# imported here, once everything it needs from this module is defined; importing it
+# at the top would be circular. `import bertkit` imports this module before
+# bertkit.ema, so this line is what loads it. Re-exported for code written against
+# this module.
+from bertkit.ema import (EMAEvaluation, _ExponentialMovingAverage,  # noqa: E402,F401
+                         extend_with_exponential_moving_average)
 
 # Extension tags as recorded in configs, for `_rebuild`.
 _EXTENSIONS = {mixin._tag: mixin for mixin in (
