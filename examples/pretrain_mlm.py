@@ -26,6 +26,7 @@ masks of every step derive from ``--seed``, so with dropout off a resumed run en
 with the same weights as an uninterrupted one. ``--minutes`` counts from each start.
 """
 import argparse
+import gc
 import json
 import os
 import random
@@ -323,6 +324,9 @@ def main(argv=None):
         history = {k: v[-1] for k, v in fit.history.items()}
         step = saver.step
     saver.save()
+    # Finalise the endless input pipeline's generator now, while Python is alive
+    # (at interpreter exit TensorFlow cannot and prints an error about it).
+    gc.collect()
     minutes = (time.time() - start) / 60
     scores = "  ".join(f"{k} {v:.4f}" for k, v in history.items())
     print(f"step {step} of {total}  {scores}  ({minutes:.1f} min)  checkpoint: "
