@@ -37,17 +37,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import h5py  # noqa: E402
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 from bertkit import optimizers, pretraining  # noqa: E402
 from bertkit.checkpoints import save_checkpoint_dir  # noqa: E402
 from bertkit.models import build_transformer_model  # noqa: E402
 from bertkit.tokenizers import Tokenizer  # noqa: E402
+from common import add_mixed_precision_argument, dtype_policy  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(HERE)
 STATE_FILE = "pretraining_state.h5"
-DTYPE_POLICIES = {"fp32": None, "bf16": "mixed_bfloat16"}  # --mixed-precision
 SAMPLE_CORPUS = [os.path.join(HERE, "data", "sentiment.train.data"),
                  os.path.join(HERE, "data", "spo.train.json")]
 
@@ -88,8 +87,7 @@ def parse_args(argv=None):
                    help="save every STEPS steps (and at every epoch end)")
     p.add_argument("--output-dir", default=os.path.join(REPO_ROOT, "checkpoints", "pretrained"))
     p.add_argument("--resume", action="store_true", help="continue from --output-dir's save")
-    p.add_argument("--mixed-precision", choices=["fp32", "bf16"], default="fp32",
-                   help="bf16: bfloat16 matmuls, float32 variables (Keras 'mixed_bfloat16')")
+    add_mixed_precision_argument(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
                    help="Keras fit verbosity (1: progress bars)")
@@ -296,7 +294,7 @@ def main(argv=None):
 
     builder = build_transformer_model(model_config(args, tokenizer.vocab_size),
                                       args.init_checkpoint, with_pool=True, with_mlm=True,
-                                      dtype=DTYPE_POLICIES[args.mixed_precision],
+                                      dtype=dtype_policy(args),
                                       return_keras_model=False)
     model = pretraining.build_pretraining_model(builder, data.max_predictions)
     steps, total = len(data), len(data) * args.epochs

@@ -14,7 +14,6 @@ checkpoint under ``checkpoints/demo/``, which cannot give real accuracy.
 """
 import argparse
 import glob
-import json
 import os
 import sys
 import time
@@ -24,61 +23,35 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bertkit import optimizers  # noqa: E402
 from bertkit.data import DataGenerator, Evaluator, progress, sequence_padding  # noqa: E402
 from bertkit.heads import ClassificationHead  # noqa: E402
 from bertkit.models import build_transformer_model  # noqa: E402
 from bertkit.tokenizers import Tokenizer  # noqa: E402
+from common import (WEIGHTS_FILE, add_checkpoint_arguments, add_fine_tuning_arguments,  # noqa: E402
+                    build_optimizer, check_fine_tuning_arguments, dtype_policy, load_run,
+                    print_random_checkpoint_note, save_run)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-RUN_FILE = "run.json"
-DTYPE_POLICIES = {"fp32": None, "bf16": "mixed_bfloat16"}  # --mixed-precision
-WEIGHTS_FILE = "best.weights.h5"
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config", help="bert_config.json of a Google BERT/ALBERT checkpoint")
-    p.add_argument("--checkpoint", help="checkpoint prefix, e.g. .../bert_model.ckpt")
-    p.add_argument("--vocab", help="vocab.txt of the checkpoint")
-    p.add_argument("--model", default="bert", choices=["bert", "roberta", "albert"])
-    p.add_argument("--do-lower-case", action="store_true", help="for uncased English models")
+    add_checkpoint_arguments(p)
     p.add_argument("--data-dir", default=os.path.join(HERE, "data"),
                    help="directory with *.train.data, *.valid.data, *.test.data")
     p.add_argument("--maxlen", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--lr", type=float, default=None,
-                   help="peak learning rate (default: 5e-5 for a given checkpoint, 1e-3 for "
-                        "the random demo checkpoint, which has nothing to preserve)")
-    p.add_argument("--warmup-steps", type=int, default=None,
-                   help="linear warm-up steps (default: 10%% of training)")
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--ema", type=float, default=0.0, metavar="MOMENTUM",
-                   help="evaluate and keep an exponential moving average of the weights, "
-                        "e.g. 0.999 (0: off)")
-    p.add_argument("--layerwise-lr-decay", type=float, default=None, metavar="DECAY",
-                   help="layer i of L learns at lr * DECAY**(L - i), e.g. 0.9")
+    add_fine_tuning_arguments(
+        p, epochs=5, lr_help="peak learning rate (default: 5e-5 for a given checkpoint, 1e-3 "
+                             "for the random demo checkpoint, which has nothing to preserve)")
     p.add_argument("--pooling", default="cls", choices=ClassificationHead.POOLINGS)
     p.add_argument("--dropout", type=float, default=0.1, help="dropout before the classifier")
     p.add_argument("--skip-bad-lines", action="store_true",
                    help="skip malformed data lines with a count instead of stopping")
     p.add_argument("--output-dir", default=os.path.join("outputs", "sentiment"))
-    p.add_argument("--mixed-precision", choices=["fp32", "bf16"], default="fp32",
-                   help="bf16: bfloat16 matmuls with float32 variables, softmax, norms and "
-                        "losses (faster on CPUs with bf16 units, and on GPUs/TPUs)")
-    p.add_argument("--seed", type=int, default=42)
     p.add_argument("--predict", nargs="+", metavar="TEXT",
                    help="classify TEXTs with the weights saved in --output-dir")
     args = p.parse_args(argv)
-    given = [args.config, args.checkpoint, args.vocab]
-    if any(given) and not all(given):
-        p.error("--config, --checkpoint and --vocab go together")
-    for name in ("maxlen", "batch_size", "epochs"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1")
-    if not 0 <= args.ema < 1:
-        p.error("--ema must be in [0, 1)")
+    check_fine_tuning_arguments(p, args)
     return args
 
 
@@ -154,19 +127,12 @@ class SentenceGenerator(DataGenerator):
 
 def build_classifier(args, num_classes, checkpoint=None):
     """The encoder (from the checkpoint when given) with a classification head."""
-    dtype = DTYPE_POLICIES[args.mixed_precision]
+    dtype = dtype_policy(args)
     encoder = build_transformer_model(args.config, checkpoint, model=args.model,
                                       with_pool=args.pooling == "pooler", dtype=dtype)
     head = ClassificationHead(num_classes, pooling=args.pooling, dropout_rate=args.dropout,
                               name="Classifier", dtype=dtype)
     return head.attach(encoder, name="sentiment_classifier")
-
-
-def build_optimizer(args, model, total_steps):
-    """Adam with weight decay, warm-up and linear decay; optional layer-wise LR and EMA."""
-    return optimizers.fine_tuning_optimizer(
-        args.lr, total_steps, warmup_steps=args.warmup_steps, weight_decay_rate=args.weight_decay,
-        layerwise_decay=args.layerwise_lr_decay, model=model, ema_momentum=args.ema or None)
 
 
 class AccuracyEvaluator(Evaluator):
@@ -199,9 +165,7 @@ def resolve_checkpoint(args):
 
         args.config, args.checkpoint, args.vocab = ensure_demo_checkpoint()
         args.lr = 1e-3 if args.lr is None else args.lr
-        print("NOTE: training from a small RANDOM checkpoint (checkpoints/demo/). It cannot "
-              "give real accuracy; pass --config/--checkpoint/--vocab of a pretrained BERT "
-              "(e.g. Google's chinese_L-12_H-768_A-12) for real results.")
+        print_random_checkpoint_note("accuracy")
 
 
 def train(args):
@@ -229,7 +193,7 @@ def train(args):
     weights_path = os.path.join(args.output_dir, WEIGHTS_FILE)
     evaluator = AccuracyEvaluator(generators["valid"], name="val_accuracy",
                                   filepath=weights_path)
-    save_run(args, num_classes)
+    save_run(args.output_dir, run_settings(args, num_classes))
 
     start = time.time()
     # tf.data with a [batch, length] signature: any padded length, one trace, prefetching.
@@ -245,26 +209,16 @@ def train(args):
             "model": model, "tokenizer": tokenizer}
 
 
-def save_run(args, num_classes):
+def run_settings(args, num_classes):
     """What ``--predict`` needs to rebuild the model (paths are stored absolute)."""
-    run = {"config": os.path.abspath(args.config), "vocab": os.path.abspath(args.vocab),
-           "model": args.model, "do_lower_case": args.do_lower_case, "maxlen": args.maxlen,
-           "pooling": args.pooling, "dropout": args.dropout, "num_classes": num_classes}
-    path = os.path.join(args.output_dir, RUN_FILE)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(run, f, indent=2)
-    os.replace(path + ".tmp", path)
+    return {"config": os.path.abspath(args.config), "vocab": os.path.abspath(args.vocab),
+            "model": args.model, "do_lower_case": args.do_lower_case, "maxlen": args.maxlen,
+            "pooling": args.pooling, "dropout": args.dropout, "num_classes": num_classes}
 
 
 def predict(args):
     """Prints the label and its probability for each text, from the saved weights."""
-    run_path = os.path.join(args.output_dir, RUN_FILE)
-    weights_path = os.path.join(args.output_dir, WEIGHTS_FILE)
-    for path in (run_path, weights_path):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path} not found: train first (same --output-dir)")
-    with open(run_path, encoding="utf-8") as f:
-        run = json.load(f)
+    run, weights_path = load_run(args.output_dir)
     for key in ("config", "vocab", "model", "do_lower_case", "maxlen", "pooling", "dropout"):
         setattr(args, key, run[key])
     tokenizer = Tokenizer(args.vocab, do_lower_case=args.do_lower_case)

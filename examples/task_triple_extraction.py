@@ -43,28 +43,23 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bertkit import optimizers  # noqa: E402
 from bertkit.config import BertConfig  # noqa: E402
 from bertkit.data import DataGenerator, Evaluator, sequence_padding  # noqa: E402
 from bertkit.extraction import (TripleExtractor, object_labels, sample_subject,  # noqa: E402
                                 subject_labels, token_span, triple_scores)
 from bertkit.models import build_transformer_model  # noqa: E402
 from bertkit.tokenizers import Tokenizer  # noqa: E402
+from common import (WEIGHTS_FILE, add_checkpoint_arguments, add_fine_tuning_arguments,  # noqa: E402
+                    build_optimizer, check_fine_tuning_arguments, dtype_policy, load_run,
+                    print_random_checkpoint_note, save_run)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-RUN_FILE = "run.json"
-DTYPE_POLICIES = {"fp32": None, "bf16": "mixed_bfloat16"}  # --mixed-precision
-WEIGHTS_FILE = "best.weights.h5"
 PREDICTIONS_FILE = "valid_predictions.jsonl"
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config", help="bert_config.json of a Google BERT/ALBERT checkpoint")
-    p.add_argument("--checkpoint", help="checkpoint prefix, e.g. .../bert_model.ckpt")
-    p.add_argument("--vocab", help="vocab.txt of the checkpoint")
-    p.add_argument("--model", default="bert", choices=["bert", "roberta", "albert"])
-    p.add_argument("--do-lower-case", action="store_true", help="for uncased English models")
+    add_checkpoint_arguments(p)
     p.add_argument("--random-model", metavar="L,H,A,I",
                    help="no checkpoint: a random BERT with L layers, hidden size H, A heads "
                         "and intermediate size I, on --vocab")
@@ -77,19 +72,10 @@ def parse_args(argv=None):
                         "instead of reading --valid")
     p.add_argument("--maxlen", type=int, default=128, help="tokens per text; longer texts "
                    "are truncated (and counted)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--lr", type=float, default=None,
-                   help="peak learning rate (default: 5e-5 from a pretrained checkpoint, "
-                        "1e-3 from a random one, the demo's or --random-model's)")
-    p.add_argument("--warmup-steps", type=int, default=None,
-                   help="linear warm-up steps (default: 10%% of training)")
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--ema", type=float, default=0.0, metavar="MOMENTUM",
-                   help="evaluate and keep an exponential moving average of the weights, "
-                        "e.g. 0.999 (0: off)")
-    p.add_argument("--layerwise-lr-decay", type=float, default=None, metavar="DECAY",
-                   help="layer i of L learns at lr * DECAY**(L - i), e.g. 0.9")
+    add_fine_tuning_arguments(
+        p, epochs=20, lr_help="peak learning rate (default: 5e-5 from a pretrained "
+                              "checkpoint, 1e-3 from a random one, the demo's or "
+                              "--random-model's)")
     p.add_argument("--dropout", type=float, default=None,
                    help="dropout rate inside the encoder (hidden and attention), instead of "
                         "the config's")
@@ -103,10 +89,6 @@ def parse_args(argv=None):
     p.add_argument("--skip-bad-lines", action="store_true",
                    help="skip malformed data lines with a count instead of stopping")
     p.add_argument("--output-dir", default=os.path.join("outputs", "triples"))
-    p.add_argument("--mixed-precision", choices=["fp32", "bf16"], default="fp32",
-                   help="bf16: bfloat16 matmuls with float32 variables, softmax, norms and "
-                        "losses (faster on CPUs with bf16 units, and on GPUs/TPUs)")
-    p.add_argument("--seed", type=int, default=42)
     p.add_argument("--predict", nargs="+", metavar="TEXT",
                    help="print the triples of TEXTs as JSON, from the weights saved in "
                         "--output-dir")
@@ -115,7 +97,7 @@ def parse_args(argv=None):
 
 def check_args(parser, args):
     """Argument combinations and ranges argparse cannot express."""
-    given = [args.config, args.checkpoint, args.vocab]
+    check_fine_tuning_arguments(parser, args, checkpoint_optional=bool(args.random_model))
     if args.random_model:
         if args.config or args.checkpoint or not args.vocab:
             parser.error("--random-model needs --vocab and excludes --config/--checkpoint")
@@ -124,13 +106,6 @@ def check_args(parser, args):
             parser.error(f"--random-model must be four positive ints L,H,A,I, got "
                          f"{args.random_model!r}")
         args.random_model = [int(s) for s in sizes]
-    elif any(given) and not all(given):
-        parser.error("--config, --checkpoint and --vocab go together")
-    for name in ("maxlen", "batch_size", "epochs"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if not 0 <= args.ema < 1:
-        parser.error("--ema must be in [0, 1)")
     if args.dropout is not None and not 0 <= args.dropout < 1:
         parser.error("--dropout must be in [0, 1)")
     if not 0 <= args.swap_subjects <= 1:
@@ -358,17 +333,10 @@ def build_extractor(args, predicates, checkpoint=None):
     if getattr(args, "dropout", None) is not None:
         overrides = dict(hidden_dropout_prob=args.dropout,
                          attention_probs_dropout_prob=args.dropout)
-    dtype = DTYPE_POLICIES[args.mixed_precision]
+    dtype = dtype_policy(args)
     encoder = build_transformer_model(args.config, checkpoint, model=args.model, dtype=dtype,
                                       **overrides)
     return TripleExtractor(encoder, predicates, dtype=dtype)
-
-
-def build_optimizer(args, model, total_steps):
-    """Adam with weight decay, warm-up and linear decay; optional layer-wise LR and EMA."""
-    return optimizers.fine_tuning_optimizer(
-        args.lr, total_steps, warmup_steps=args.warmup_steps, weight_decay_rate=args.weight_decay,
-        layerwise_decay=args.layerwise_lr_decay, model=model, ema_momentum=args.ema or None)
 
 
 def evaluate(extractor, tokenizer, items, args):
@@ -456,9 +424,7 @@ def resolve_checkpoint(args):
         from demo import ensure_demo_checkpoint
 
         args.config, args.checkpoint, args.vocab = ensure_demo_checkpoint()
-        print("NOTE: training from a small RANDOM checkpoint (checkpoints/demo/). It cannot "
-              "give real scores; pass --config/--checkpoint/--vocab of a pretrained BERT "
-              "(e.g. Google's chinese_L-12_H-768_A-12) for real results.")
+        print_random_checkpoint_note("scores")
 
 
 def load_splits(args):
@@ -492,7 +458,7 @@ def train(args):
     predictions_path = os.path.join(args.output_dir, PREDICTIONS_FILE)
     evaluator = TripleEvaluator(extractor, tokenizer, valid_items, args, weights_path,
                                 predictions_path)
-    save_run(args, predicates)
+    save_run(args.output_dir, run_settings(args, predicates))
 
     start = time.time()
     extractor.model.fit(generator.forfit(), steps_per_epoch=steps, epochs=args.epochs,
@@ -506,27 +472,17 @@ def train(args):
     return dict(best, minutes=minutes)
 
 
-def save_run(args, predicates):
+def run_settings(args, predicates):
     """What ``--predict`` needs to rebuild the model (paths are stored absolute)."""
-    run = {"config": os.path.abspath(args.config), "vocab": os.path.abspath(args.vocab),
-           "model": args.model, "do_lower_case": args.do_lower_case, "maxlen": args.maxlen,
-           "dropout": args.dropout, "predicates": predicates, "start_threshold": args.start_threshold,
-           "end_threshold": args.end_threshold}
-    path = os.path.join(args.output_dir, RUN_FILE)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(run, f, indent=2, ensure_ascii=False)
-    os.replace(path + ".tmp", path)
+    return {"config": os.path.abspath(args.config), "vocab": os.path.abspath(args.vocab),
+            "model": args.model, "do_lower_case": args.do_lower_case, "maxlen": args.maxlen,
+            "dropout": args.dropout, "predicates": predicates,
+            "start_threshold": args.start_threshold, "end_threshold": args.end_threshold}
 
 
 def predict(args):
     """Prints one JSON line of triples per text, from the saved weights."""
-    run_path = os.path.join(args.output_dir, RUN_FILE)
-    weights_path = os.path.join(args.output_dir, WEIGHTS_FILE)
-    for path in (run_path, weights_path):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path} not found: train first (same --output-dir)")
-    with open(run_path, encoding="utf-8") as f:
-        run = json.load(f)
+    run, weights_path = load_run(args.output_dir)
     for key in ("config", "vocab", "model", "do_lower_case", "maxlen", "dropout",
                 "start_threshold", "end_threshold"):
         setattr(args, key, run[key])

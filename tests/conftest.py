@@ -158,3 +158,14 @@ def assert_layer_round_trip(layer, inputs, **call_kwargs):
     clone.set_weights(layer.get_weights())
     actual = keras.ops.convert_to_numpy(clone(inputs, **call_kwargs))
     np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-6)
+
+
+@pytest.fixture
+def global_bf16_policy():
+    """Keras's global dtype policy set to ``mixed_bfloat16`` for one test, then restored."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    yield
+    keras.config.set_dtype_policy(previous)

@@ -24,14 +24,6 @@ from test_optimizers import WD, run_side_by_side, tiny_model
 MAX_ERROR, MEAN_ERROR = 0.08, 0.015
 
 
-@pytest.fixture
-def global_bf16_policy():
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    yield
-    keras.config.set_dtype_policy(previous)
-
-
 def batch_with_an_empty_row():
     """The padded batch plus a row that is padding only (every key masked)."""
     token_ids, segment_ids = padded_batch()

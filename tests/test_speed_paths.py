@@ -1,5 +1,4 @@
 """Speed paths (XLA, length buckets, mixed precision) against the numpy reference."""
-import keras
 import numpy as np
 import pytest
 
@@ -44,15 +43,7 @@ def test_xla_on_bucketed_batches_matches_numpy_reference(request, model_type):
     np.testing.assert_allclose(mlm[:, :7][keep], ref["mlm"][keep], atol=1e-5)
 
 
-@pytest.fixture
-def mixed_bfloat16():
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    yield
-    keras.config.set_dtype_policy(previous)
-
-
-def test_mixed_bfloat16_keeps_attention_probabilities_in_float32(tiny_bert, mixed_bfloat16):
+def test_mixed_bfloat16_keeps_attention_probabilities_in_float32(tiny_bert, global_bf16_policy):
     config, weights, prefix = tiny_bert
     token_ids, segment_ids = padded_batch()
     ref = numpy_bert(weights, config, token_ids, segment_ids)
