@@ -8,10 +8,14 @@ Measures, for each model shape, sequences/s of
 
 for bertkit (Keras graph mode, which is what ``jit_compile='auto'`` gives on a CPU,
 and XLA with ``jit_compile=True``), keras-hub's ``BertBackbone`` on the same Keras and
-TensorFlow, and Hugging Face ``BertModel`` on PyTorch. The machine's limit is the best
-fp32 matmul throughput that TensorFlow or PyTorch reach on the very matmuls the model
-runs (projections, feed-forward and the attention products, forward and backward);
-each implementation's achieved GFLOP/s is reported as a fraction of it.
+TensorFlow, and Hugging Face ``BertModel`` on PyTorch; bertkit and keras-hub also under
+Keras's ``mixed_bfloat16`` policy (the header says whether the CPU has bfloat16 units;
+without them bf16 is emulated and not expected to be faster). The machine's limit is
+the best fp32 matmul throughput that TensorFlow or PyTorch reach on the very matmuls
+the model runs (projections, feed-forward and the attention products, forward and
+backward); each implementation's achieved GFLOP/s is reported as a fraction of it (a
+bf16 row can exceed 100%: the limit is fp32's). ``x fp32`` divides a bf16 row by the
+same library's fp32 row.
 
 Every implementation runs in its own worker process (its own thread pools and its own
 peak RSS). The workers of one (shape, workload) group are started together and
@@ -24,10 +28,10 @@ compilations after warm-up.
 Peers are not bertkit dependencies; install them in a separate virtualenv (see
 ``benchmarks/README.md``), then:
 
-    python benchmarks/bench_model.py                         # everything, ~25 min
+    python benchmarks/bench_model.py                         # the default rows, ~35 min
     python benchmarks/bench_model.py --shapes small --repeats 3
     python benchmarks/bench_model.py --impls bertkit-xla,keras-hub-xla --workloads train
-    python benchmarks/bench_model.py --impls all             # adds the bf16 variants
+    python benchmarks/bench_model.py --impls all             # adds XLA+oneDNN, bf16 XLA and torch
 """
 import argparse
 import ctypes
