@@ -41,16 +41,20 @@ Three ways to feed `model.fit` from the same generator (pass `shuffle=False` to
 
 `DataGenerator(..., bucket=True)` sorts items by length inside a buffer so batches
 carry little padding, while the order of batches stays random.
+
+This module owns padding and batching. Scoring a model on a generator during
+training (`progress`, `Evaluator`) lives in `bertkit.callbacks`; both names are
+still importable from here.
 """
 import collections.abc
 import copy
+import importlib
 import math
 import numbers
 
 import keras
 import numpy as np
 import tensorflow as tf
-from tqdm.auto import tqdm
 
 
 def sequence_padding(inputs, length=None, value=0, seq_dims=1, mode="post"):
@@ -636,87 +640,20 @@ class GeneratorDataset(keras.utils.PyDataset):
         self._plan = self._make_plan()
 
 
-def progress(generator, random=False, desc=None, disable=False):
-    """Iterates one epoch of a generator with a `tqdm` progress bar.
-
-    The loop for prediction and custom evaluation:
-
-    ```python
-    probs = np.concatenate(
-        [model.predict_on_batch(x) for x, _ in progress(valid_generator, desc="predict")]
-    )
-    ```
-
-    Args:
-        generator: a `DataGenerator` (its `__iter__(random)` is used, the total is
-            `generator.steps`) or any iterable.
-        random: passed to the generator's `__iter__`.
-        desc: label of the bar.
-        disable: no bar (e.g. in logs).
-
-    Returns:
-        A `tqdm` iterator over the batches.
-    """
-    if isinstance(generator, DataGenerator):
-        iterable, total = generator.__iter__(random), generator.steps
-    else:
-        iterable = generator
-        total = len(generator) if hasattr(generator, "__len__") else None
-    return tqdm(iterable, total=total, desc=desc, disable=disable)
+# Names that moved to modules building on this one, still importable from here.
+# They are looked up on first use, since those modules import `DataGenerator` from
+# this one and importing them at the top would be circular.
+_MOVED = {
+    "progress": "bertkit.callbacks",  # now in bertkit.callbacks
+    "Evaluator": "bertkit.callbacks",  # now in bertkit.callbacks
+}
 
 
-class Evaluator(keras.callbacks.Callback):
-    """Scores the model on a generator after each epoch and keeps the best weights.
+def __getattr__(name):
+    if name in _MOVED:
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    The callback every bert4keras example writes by hand. The default `evaluate`
-    is the accuracy of `argmax(model(x))` against integer labels (`[B]` or
-    `[B, 1]`) over one pass of `generator`; override it for other scores (F1 of
-    decoded spans, exact match, ...).
 
-    Args:
-        generator: a `DataGenerator` (or iterable) yielding `(x, y)` batches.
-        name: the key of the score in the epoch's `logs` (and so in `History`).
-        filepath: if set, `model.save_weights(filepath)` whenever the score improves
-            (a `.weights.h5` path).
-        mode: `'max'` (higher is better) or `'min'`.
-        verbose: print the score and show a progress bar.
-
-    Example:
-
-    ```python
-    evaluator = Evaluator(valid_generator, filepath="best.weights.h5")
-    model.fit(train_generator.forfit(), steps_per_epoch=len(train_generator),
-              epochs=10, callbacks=[evaluator])
-    ```
-    """
-
-    def __init__(self, generator, name="val_score", filepath=None, mode="max", verbose=1):
-        super().__init__()
-        if mode not in ("max", "min"):
-            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
-        self.generator, self.name, self.filepath = generator, name, filepath
-        self.mode, self.verbose = mode, verbose
-        self.best = -math.inf if mode == "max" else math.inf
-
-    def evaluate(self):
-        """Returns the score of `self.model` on `self.generator` (accuracy here)."""
-        right = total = 0
-        for x, y in progress(self.generator, desc=self.name, disable=not self.verbose):
-            pred = np.argmax(np.asarray(self.model.predict_on_batch(x)), axis=-1)
-            y = np.asarray(y).reshape(pred.shape)
-            right += int((pred == y).sum())
-            total += y.size
-        if not total:
-            raise ValueError("Evaluator: the generator yielded no batch")
-        return right / total
-
-    def on_epoch_end(self, epoch, logs=None):
-        score = float(self.evaluate())
-        if logs is not None:
-            logs[self.name] = score
-        if score > self.best if self.mode == "max" else score < self.best:
-            self.best = score
-            if self.filepath:
-                self.model.save_weights(self.filepath)
-        if self.verbose:
-            print(f"{self.name}: {score:.5f}, best {self.name}: {self.best:.5f}")
+def __dir__():
+    return sorted(list(globals()) + list(_MOVED))
