@@ -10,6 +10,7 @@ from bertkit import layers  # noqa: F401
 from bertkit import models  # noqa: F401
 from bertkit import checkpoints  # noqa: F401
 from bertkit import data  # noqa: F401
+from bertkit import pipelines  # noqa: F401
 from bertkit import callbacks  # noqa: F401
 from bertkit import tokenizers  # noqa: F401
 from bertkit import heads  # noqa: F401

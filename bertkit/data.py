@@ -42,19 +42,18 @@ Three ways to feed `model.fit` from the same generator (pass `shuffle=False` to
 `DataGenerator(..., bucket=True)` sorts items by length inside a buffer so batches
 carry little padding, while the order of batches stays random.
 
-This module owns padding and batching. Scoring a model on a generator during
-training (`progress`, `Evaluator`) lives in `bertkit.callbacks`; both names are
+This module owns padding and batching, in plain numpy. The adapters behind
+`to_dataset` and `to_pydataset` (`GeneratorDataset` and the `tf.data` signature
+handling) live in `bertkit.pipelines`, scoring a model on a generator during
+training (`progress`, `Evaluator`) in `bertkit.callbacks`; the public names are
 still importable from here.
 """
 import collections.abc
-import copy
 import importlib
 import math
 import numbers
 
-import keras
 import numpy as np
-import tensorflow as tf
 
 
 def sequence_padding(inputs, length=None, value=0, seq_dims=1, mode="post"):
@@ -455,34 +454,9 @@ class DataGenerator:
         Returns:
             A `tf.data.Dataset`, prefetched with `tf.data.AUTOTUNE`.
         """
-        wrap = _names_wrapper(names)
-        if (types is None) != (shapes is None):
-            raise ValueError("pass both types and shapes, or neither")
-        if types is None:
-            first = next(iter(self.__iter__(False)), None)
-            if first is None:
-                raise ValueError(f"{type(self).__name__}.__iter__ yielded nothing")
-            signature = wrap(_unknown_shapes(first, "element"))
-        else:
-            try:
-                signature = _signature(wrap(types), wrap(shapes))
-            except (TypeError, ValueError, KeyError) as e:
-                raise ValueError(
-                    f"types and shapes do not describe the same structure: {e}") from e
-
-        def generator():
-            batches = self.forfit(random) if repeat else self.__iter__(random)
-            for element in batches:
-                yield _conform(signature, wrap(element), "element")
-
-        dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
-        if padded_batch:
-            dataset = dataset.padded_batch(self.batch_size)
-        if not repeat and self.steps is not None:
-            # A known length lets fit show progress instead of warning that the
-            # input "ran out of data" at the end of every epoch.
-            dataset = dataset.apply(tf.data.experimental.assert_cardinality(self.steps))
-        return dataset.prefetch(tf.data.AUTOTUNE)
+        from bertkit.pipelines import tf_dataset  # lazily: bertkit.pipelines imports this module
+        return tf_dataset(self, types=types, shapes=shapes, names=names,
+                          padded_batch=padded_batch, random=random, repeat=repeat)
 
     def to_pydataset(self, random=True, workers=1, use_multiprocessing=False,
                      max_queue_size=10):
@@ -491,153 +465,10 @@ class DataGenerator:
         Example: `model.fit(gen.to_pydataset(workers=2, use_multiprocessing=True),
         epochs=3)`; no `steps_per_epoch` is needed.
         """
+        from bertkit.pipelines import GeneratorDataset  # lazily: bertkit.pipelines imports this module
         return GeneratorDataset(self, random=random, workers=workers,
                                 use_multiprocessing=use_multiprocessing,
                                 max_queue_size=max_queue_size)
-
-
-def _names_wrapper(names):
-    """bert4keras's `to_dataset(names=...)` wrapping of elements into dicts."""
-    if names is None:
-        return lambda element: element
-    if isinstance(names, str):
-        return lambda element: {names: element}
-    if all(isinstance(name, str) for name in names):
-        return lambda element: dict(zip(names, element, strict=True))
-    return lambda element: tuple(
-        dict(zip(group, values, strict=True)) for group, values in zip(names, element, strict=True)
-    )
-
-
-def _is_dtype(x):
-    return isinstance(x, (str, tf.DType, np.dtype, type))
-
-
-def _signature(types, shapes):
-    if _is_dtype(types):
-        return tf.TensorSpec(shape=shapes, dtype=types)
-    if isinstance(types, dict):
-        return {key: _signature(t, shapes[key]) for key, t in types.items()}
-    if len(types) != len(shapes):
-        raise ValueError(f"{len(types)} dtypes in {types!r} but {len(shapes)} shapes in {shapes!r}")
-    return tuple(_signature(t, s) for t, s in zip(types, shapes))
-
-
-def _unknown_shapes(element, path):
-    """Signature of `element` with every axis of unknown size."""
-    if isinstance(element, dict):
-        return {key: _unknown_shapes(v, f"{path}[{key!r}]") for key, v in element.items()}
-    if isinstance(element, (list, tuple)):
-        return tuple(_unknown_shapes(v, f"{path}[{i}]") for i, v in enumerate(element))
-    if not isinstance(element, (np.ndarray, np.generic)):
-        raise ValueError(
-            f"{path} is a {type(element).__name__}; reading the signature needs numpy "
-            "arrays as leaves, or pass types and shapes"
-        )
-    return tf.TensorSpec([None] * element.ndim, tf.as_dtype(element.dtype))
-
-
-def _conform(spec, value, path):
-    """Matches a yielded element to the signature (lists become tuples) or says
-    where it differs."""
-    if isinstance(spec, tf.TensorSpec):
-        return value
-    if isinstance(spec, dict):
-        if not isinstance(value, dict) or set(value) != set(spec):
-            raise ValueError(f"{path} should be a dict with keys {sorted(spec)}, got {value!r:.80}")
-        return {key: _conform(s, value[key], f"{path}[{key!r}]") for key, s in spec.items()}
-    if not isinstance(value, (list, tuple)) or len(value) != len(spec):
-        raise ValueError(
-            f"{path} should be a sequence of {len(spec)} parts to match types, got "
-            f"{type(value).__name__}"
-        )
-    return tuple(_conform(s, v, f"{path}[{i}]") for i, (s, v) in enumerate(zip(spec, value)))
-
-
-class GeneratorDataset(keras.utils.PyDataset):
-    """A `keras.utils.PyDataset` over a `DataGenerator`: parallel, exactly-once batches.
-
-    A Python generator cannot be shared by several workers: each would replay it
-    (duplicated batches) or race on it (lost ones). Here the parent process fixes
-    each epoch's plan, which items form batch `i` (the shuffle or bucketing
-    `sample(random)` would use), and `__getitem__(i)` runs the generator's unchanged
-    `__iter__` on just those items. Any worker can build any batch, and Keras asks
-    for every index once per epoch. The plan is redrawn in `on_epoch_end`, after
-    Keras stopped the epoch's workers and before it starts the next ones.
-
-    Use it when per-batch Python work (tokenization, feature building) is a real
-    share of the step time and a core is free for it. The costs:
-
-    - `data` needs `len()` and indexing (a list), not a plain iterable.
-    - Batches are pickled from workers to the trainer, and Keras starts a pool of
-      processes at every epoch (a fork of the training process on Linux).
-    - Where processes are spawned rather than forked (macOS, Windows, and Linux
-      from Python 3.14 on), the generator is pickled: define its class at module
-      level and keep its attributes picklable.
-    - `__iter__` must not use TensorFlow in worker processes, and must yield one
-      batch for `batch_size` items (the usual pattern does; it is checked).
-    - Workers start from a copy of numpy's global random state, so random
-      augmentation in `__iter__` repeats across workers unless seeded per batch.
-    - Keras infers the batch signature from batches 0 and 1, as for `forfit`.
-
-    `use_multiprocessing=False` with `workers > 1` builds batches in threads, which
-    only helps when that work releases the GIL.
-
-    Args:
-        generator: a `DataGenerator` over sized data.
-        random: shuffle (and bucket, if the generator does) afresh every epoch.
-        workers: processes or threads building batches (1: in the trainer).
-        use_multiprocessing: processes instead of threads.
-        max_queue_size: batches built ahead.
-    """
-
-    def __init__(self, generator, random=True, workers=1, use_multiprocessing=False,
-                 max_queue_size=10):
-        if not isinstance(generator, DataGenerator):
-            raise TypeError(f"generator must be a DataGenerator, got {type(generator).__name__}")
-        if generator.steps is None:
-            raise ValueError(
-                "GeneratorDataset needs a DataGenerator over data with len() (a list); "
-                "an iterable cannot be split into batches ahead of time"
-            )
-        _check_positive_int("workers", workers)
-        super().__init__(workers=workers, use_multiprocessing=use_multiprocessing,
-                         max_queue_size=max_queue_size)
-        self.generator = generator
-        self.random = random
-        self._plan = self._make_plan()
-
-    def _make_plan(self):
-        order = self.generator.epoch_order(self.random)
-        size = self.generator.batch_size
-        return [order[i:i + size] for i in range(0, len(order), size)]
-
-    def __len__(self):
-        return len(self._plan)
-
-    def __getitem__(self, index):
-        if not 0 <= index < len(self._plan):
-            raise IndexError(f"batch index {index} out of range for {len(self._plan)} batches")
-        items = [self.generator.data[i] for i in self._plan[index]]
-        view = copy.copy(self.generator)  # never mutate the shared generator
-        view.data, view.batch_size, view.steps, view.bucket = items, len(items), 1, False
-        batches = []
-        for batch in view.__iter__(False):
-            batches.append(batch)
-            if len(batches) > 1:
-                break
-        if len(batches) != 1:
-            raise ValueError(
-                f"{type(self.generator).__name__}.__iter__ yielded {len(batches)} "
-                f"batches for {len(items)} items with batch_size={len(items)}; "
-                "GeneratorDataset needs exactly one (yield when "
-                "len(batch) == self.batch_size or is_end)"
-            )
-        return batches[0]
-
-    def on_epoch_end(self):
-        """Draws the next epoch's plan."""
-        self._plan = self._make_plan()
 
 
 # Names that moved to modules building on this one, still importable from here.
@@ -646,6 +477,7 @@ class GeneratorDataset(keras.utils.PyDataset):
 _MOVED = {
     "progress": "bertkit.callbacks",  # now in bertkit.callbacks
     "Evaluator": "bertkit.callbacks",  # now in bertkit.callbacks
+    "GeneratorDataset": "bertkit.pipelines",  # now in bertkit.pipelines
 }
 
 
