@@ -15,7 +15,8 @@ from bertkit import callbacks  # noqa: F401
 from bertkit import tokenizers  # noqa: F401
 from bertkit import heads  # noqa: F401
 from bertkit import schedules  # noqa: F401
-from bertkit import optimizers  # noqa: F401
-# After optimizers: ema builds on its derived-optimizer base (see the end of optimizers.py).
+# The derived-optimizer base that both ema and optimizers build on.
+from bertkit import _derived  # noqa: F401
 from bertkit import ema  # noqa: F401
+from bertkit import optimizers  # noqa: F401
 from bertkit import pretraining  # noqa: F401

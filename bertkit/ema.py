@@ -4,17 +4,17 @@ This module owns the weight average: ``extend_with_exponential_moving_average``
 (the optimizer extension that keeps the averages and swaps them into the model on
 request) and the ``EMAEvaluation`` callback that evaluates with them. The
 extension is one more step of the derived-optimizer pipeline described in
-``bertkit.optimizers`` (it runs last, after lookahead), so it builds on that
-module's ``_DerivedOptimizer``. ``bertkit.optimizers`` imports this module back at
-its end, after that base is defined, so that ``AdamEMA``, ``fine_tuning_optimizer``
-and configs naming the extension keep working from there.
+``bertkit.optimizers`` (it runs last, after lookahead), so it builds on
+``_DerivedOptimizer`` from ``bertkit._derived``, as the other extensions do.
+``bertkit.optimizers`` imports this module for ``AdamEMA`` and
+``fine_tuning_optimizer`` and re-exports its public names.
 """
 import contextlib
 
 import keras
 from keras import ops
 
-from bertkit.optimizers import _copy_initializer, _derive, _DerivedOptimizer
+from bertkit._derived import _copy_initializer, _derive, _DerivedOptimizer
 
 
 class _ExponentialMovingAverage(_DerivedOptimizer):

@@ -38,22 +38,25 @@ extensions, so ``keras.models.load_model`` rebuilds the class after ``import
 bertkit`` even in a fresh process. The base class must be a Keras optimizer or be
 registered with ``keras.saving.register_keras_serializable``.
 
-This module owns bertkit's ``Adam``, the pipeline above, the extensions and the
-ready-made classes (``AdamW``, ``AdamWLR``, ``AdamEMA``, ``fine_tuning_optimizer``).
+This module owns bertkit's ``Adam``, the extensions (one private mixin per
+``extend_with_*`` function, overriding the pipeline's hooks) and the ready-made
+classes (``AdamW``, ``AdamWLR``, ``AdamEMA``, ``fine_tuning_optimizer``). The
+pipeline itself, the derivation of classes and their config round trip live in
+the private ``bertkit._derived``, which the weight average in ``bertkit.ema``
+(``extend_with_exponential_moving_average``, ``EMAEvaluation``) builds on as well.
 Schedules (``PiecewiseLinear``, ``layerwise_lr_decay``) live in
-``bertkit.schedules`` and the weight average (``extend_with_exponential_moving_average``,
-``EMAEvaluation``) in ``bertkit.ema``; both are re-exported here, so
+``bertkit.schedules``. The public names of both modules are re-exported here, so
 ``bertkit.optimizers.PiecewiseLinear`` and the like keep working.
 """
 import keras
-import tensorflow as tf  # tf.IndexedSlices and tf.init_scope have no keras.ops equivalent
 from keras import ops
 
+from bertkit._derived import _PACKAGE, _copy_initializer, _dense, _derive, _DerivedOptimizer
+# Moved to bertkit.ema, re-exported for code written against this module.
+from bertkit.ema import EMAEvaluation, extend_with_exponential_moving_average  # noqa: F401
 # Moved to bertkit.schedules, re-exported for code written against this module.
 from bertkit.schedules import PiecewiseLinear, layerwise_lr_decay  # noqa: F401
-from bertkit.schedules import _path, _piecewise_linear, _schedule_points
-
-_PACKAGE = "bertkit"
+from bertkit.schedules import _piecewise_linear, _schedule_points
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -115,194 +118,6 @@ def _check_names(value, argument):
         raise TypeError(f"`{argument}` must be a list of name substrings such as "
                         f"['Norm', 'bias'], got {value!r}")
     return list(value)
-
-
-def _dense(gradient):
-    # Embedding gradients arrive as tf.IndexedSlices; the pipeline works on dense rows.
-    return tf.convert_to_tensor(gradient) if isinstance(gradient, tf.IndexedSlices) else gradient
-
-
-def _copy_initializer(variable):
-    return lambda shape, dtype=None: ops.cast(ops.convert_to_tensor(variable), dtype)
-
-
-class _State:
-    """Python-side state of a derived optimizer, kept out of Keras's variable tracking."""
-
-    def __init__(self):
-        self.variable = self.delta = self.mask = None  # the variable being updated
-        self.raw_weights = None  # model weights put aside while EMA weights are in
-
-
-class _DerivedOptimizer:
-    """The update pipeline shared by all derived optimizers (see the module docstring)."""
-
-    _derivation = None  # (base class, ((extension tag, class name), ...)), set by _derive
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._state = _State()
-
-    def _get_current_learning_rate(self):
-        # Keras evaluates schedules on `_iterations`, which counts micro-steps.
-        if isinstance(self._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
-            return self._learning_rate(self.iterations)
-        return super()._get_current_learning_rate()
-
-    def _variable_path(self, index):
-        return _path(self._trainable_variables[index])
-
-    def build(self, variables):
-        if self.built:
-            return
-        # Keras may build the optimizer while it traces the train step; slots that
-        # start as copies of the weights must then be made eagerly, or XLA cannot
-        # lift their initial values out of the compiled function.
-        with tf.init_scope():
-            super().build(variables)
-            self._build_slots(variables)
-
-    def _build_slots(self, variables):
-        """Hook: extensions create their per-variable slots here."""
-
-    def update_step(self, gradient, variable, learning_rate):
-        self._update_variable(gradient, variable, learning_rate)
-
-    def _update_variable(self, gradient, variable, learning_rate):
-        index = self._get_variable_index(variable)
-        gradient = self._transform_gradient(_dense(gradient), index)
-        learning_rate = self._variable_learning_rate(learning_rate, index)
-        mask = self._update_mask(gradient, index)
-        delta = self._base_step(gradient, variable, learning_rate, mask)
-        delta = self._transform_update(delta, variable, index, learning_rate)
-        if mask is not None:
-            delta = ops.where(mask, delta, ops.zeros_like(delta))
-        super().assign_add(variable, delta)
-        self._after_update(variable, index)
-        self._average_weights(variable, index)
-
-    def _base_step(self, gradient, variable, learning_rate, mask):
-        """Runs the base optimizer's update_step and returns its step instead of taking it."""
-        state = self._state
-        state.variable, state.delta, state.mask = variable, None, mask
-        try:
-            super().update_step(gradient, variable, learning_rate)
-            delta = state.delta
-        finally:
-            state.variable = state.delta = state.mask = None
-        return ops.zeros_like(variable) if delta is None else delta
-
-    # Hooks the extensions override; each calls super() first, so inner ones run first.
-    def _transform_gradient(self, gradient, index):
-        return gradient
-
-    def _variable_learning_rate(self, learning_rate, index):
-        return learning_rate
-
-    def _update_mask(self, gradient, index):
-        return None
-
-    def _transform_update(self, delta, variable, index, learning_rate):
-        return delta
-
-    def _after_update(self, variable, index):
-        pass
-
-    def _average_weights(self, variable, index):
-        pass
-
-    # While `_base_step` runs, writes to the model variable become the captured step.
-    def assign(self, variable, value):
-        state = self._state
-        if state.variable is None:
-            return super().assign(variable, value)
-        if variable is state.variable:
-            state.delta = ops.subtract(ops.cast(value, variable.dtype), variable)
-        else:
-            super().assign(variable, self._masked(variable, value, keep=True))
-
-    def assign_add(self, variable, value):
-        state = self._state
-        if state.variable is None:
-            return super().assign_add(variable, value)
-        if variable is state.variable:
-            value = ops.cast(value, variable.dtype)
-            state.delta = value if state.delta is None else state.delta + value
-        else:
-            super().assign_add(variable, self._masked(variable, value, keep=False))
-
-    def assign_sub(self, variable, value):
-        state = self._state
-        if state.variable is None or (variable is not state.variable and state.mask is None):
-            return super().assign_sub(variable, value)
-        self.assign_add(variable, ops.negative(_dense(value)))
-
-    def _masked(self, slot, value, keep):
-        """A slot write limited to the rows with a gradient (lazy optimization)."""
-        mask, variable = self._state.mask, self._state.variable
-        if mask is None:
-            return value
-        if tuple(slot.shape) != tuple(variable.shape):
-            raise ValueError(
-                f"lazy optimization needs optimizer slots shaped like the variable; "
-                f"{self.__class__.__name__} keeps a slot of shape {tuple(slot.shape)} for "
-                f"a variable of shape {tuple(variable.shape)} (factored moments?)")
-        value = _dense(value)
-        return ops.where(mask, value, slot if keep else ops.zeros_like(value))
-
-    def get_config(self):
-        config = super().get_config()
-        config["derivation"] = _describe(self._derivation)
-        return config
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        """Rebuilds the derived class from the config's ``derivation``, then the optimizer."""
-        config = dict(config)
-        derivation = config.pop("derivation", None)
-        # All derived classes share one registered name, so `cls` may be any of them.
-        if derivation is not None and _describe(cls._derivation) != derivation:
-            cls = _rebuild(derivation)
-        return super(_DerivedOptimizer, cls).from_config(config, custom_objects=custom_objects)
-
-
-_DERIVED = {}  # (base, extension, name) -> class, so that equal derivations are one class
-
-
-def _derive(base, mixin, name=None):
-    """The subclass of ``base`` with ``mixin`` on top (one class per base, mixin and name)."""
-    if not (isinstance(base, type) and issubclass(base, keras.optimizers.Optimizer)):
-        raise TypeError(f"expected a Keras optimizer class such as keras.optimizers.Adam, got {base!r}")
-    if issubclass(base, mixin):
-        raise ValueError(f"{base.__name__} already has {mixin._suffix}")
-    name = name or base.__name__ + mixin._suffix
-    key = (base, mixin, name)
-    if key not in _DERIVED:
-        root, extensions = base._derivation if issubclass(base, _DerivedOptimizer) else (base, ())
-        cls = type(name, (mixin, base), {"__module__": __name__, "__doc__": mixin.__doc__,
-                                         "_derivation": (root, extensions + ((mixin._tag, name),))})
-        # One registered name for all: from_config rebuilds the exact class from the config.
-        _DERIVED[key] = keras.saving.register_keras_serializable(_PACKAGE, "DerivedOptimizer")(cls)
-    return _DERIVED[key]
-
-
-def _describe(derivation):
-    base, extensions = derivation
-    return {"base": keras.saving.get_registered_name(base), "extensions": [list(e) for e in extensions]}
-
-
-def _rebuild(derivation):
-    """The derived class that a config's ``derivation`` describes."""
-    name = derivation["base"]
-    cls = keras.saving.get_registered_object(name) or getattr(keras.optimizers, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, keras.optimizers.Optimizer)):
-        raise ValueError(f"cannot rebuild a derived optimizer on {name!r}: it is neither a "
-                         "Keras optimizer nor registered with register_keras_serializable")
-    for tag, class_name in derivation["extensions"]:
-        if tag not in _EXTENSIONS:
-            raise ValueError(f"unknown optimizer extension {tag!r}; known: {sorted(_EXTENSIONS)}")
-        cls = _derive(cls, _EXTENSIONS[tag], class_name)
-    return cls
 
 
 class _WeightDecay(_DerivedOptimizer):
@@ -681,20 +496,6 @@ def extend_with_gradient_transform(BaseOptimizer, name=None):
         >>> optimizer = AdamGT(1e-4, gradient_transform=clip_per_variable)
     """
     return _derive(BaseOptimizer, _GradientTransform, name)
-
-
-# The weight average lives in bertkit.ema and builds on _DerivedOptimizer, so it is
-# imported here, once everything it needs from this module is defined; importing it
-# at the top would be circular. `import bertkit` imports this module before
-# bertkit.ema, so this line is what loads it. Re-exported for code written against
-# this module.
-from bertkit.ema import (EMAEvaluation, _ExponentialMovingAverage,  # noqa: E402,F401
-                         extend_with_exponential_moving_average)
-
-# Extension tags as recorded in configs, for `_rebuild`.
-_EXTENSIONS = {mixin._tag: mixin for mixin in (
-    _WeightDecay, _LayerAdaptation, _PiecewiseLinearLR, _GradientAccumulation, _Lookahead,
-    _LazyOptimization, _ExponentialMovingAverage, _ParameterWiseLR, _GradientTransform)}
 
 
 # Ready-made classes, as in bert4keras; importing them registers the derived-class
