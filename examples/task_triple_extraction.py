@@ -462,7 +462,8 @@ def train(args):
 
     start = time.time()
     extractor.model.fit(generator.forfit(), steps_per_epoch=steps, epochs=args.epochs,
-                        callbacks=[evaluator], verbose=2)
+                        callbacks=[evaluator], verbose=2,
+                        shuffle=False)  # the generator shuffles (and buckets) by itself
     minutes = (time.time() - start) / 60
     best = evaluator.best_scores
     print(f"best val precision {best['precision']:.4f} recall {best['recall']:.4f} "
