@@ -40,6 +40,7 @@ import keras  # noqa: E402
 
 from bertkit import optimizers, pretraining  # noqa: E402
 from bertkit.checkpoints import save_checkpoint_dir  # noqa: E402
+from bertkit.config import BertConfig  # noqa: E402
 from bertkit.models import build_transformer_model  # noqa: E402
 from bertkit.tokenizers import Tokenizer  # noqa: E402
 from common import add_mixed_precision_argument, dtype_policy  # noqa: E402
@@ -66,7 +67,13 @@ def parse_args(argv=None):
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--intermediate", type=int, default=1024)
-    p.add_argument("--dropout", type=float, default=0.1, help="hidden and attention dropout")
+    p.add_argument("--dropout", type=float, default=0.0,
+                   help="hidden and attention dropout while pretraining (default 0: under a "
+                        "short budget dropout only slows learning, attention dropout most of "
+                        "all, as it hides the neighbours a masked token is predicted from)")
+    p.add_argument("--finetune-dropout", type=float, default=None,
+                   help="the dropout written into the checkpoint's bert_config.json, which "
+                        "fine-tuning uses (default: --config's, else 0.1)")
     p.add_argument("--maxlen", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--grad-accum-steps", type=int, default=1,
@@ -168,7 +175,8 @@ def load_corpus(args, tokenizer):
 
 
 def model_config(args, vocab_size):
-    """The config dict of the model to pretrain: ``--config`` or the size flags."""
+    """``(pretraining config, config to write)``: ``--config`` or the size flags, with
+    ``--dropout`` for pretraining and ``--finetune-dropout`` in the written one."""
     if args.config:
         with open(args.config, encoding="utf-8") as f:
             config = json.load(f)
@@ -177,12 +185,18 @@ def model_config(args, vocab_size):
                       hidden_size=args.hidden, num_attention_heads=args.heads,
                       intermediate_size=args.intermediate, hidden_act="gelu",
                       max_position_embeddings=max(512, args.maxlen), type_vocab_size=2,
-                      initializer_range=0.02)
+                      initializer_range=0.02, hidden_dropout_prob=0.1,
+                      attention_probs_dropout_prob=0.1)
     if config["vocab_size"] != vocab_size:
         raise ValueError(f"vocab_size {config['vocab_size']} of {args.config} differs from "
                          f"the {vocab_size} tokens of {args.vocab}")
-    config.update(hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout)
-    return config
+    written = dict(config)
+    if args.finetune_dropout is not None:
+        written.update(hidden_dropout_prob=args.finetune_dropout,
+                       attention_probs_dropout_prob=args.finetune_dropout)
+    pretrain = dict(config, hidden_dropout_prob=args.dropout,
+                    attention_probs_dropout_prob=args.dropout)
+    return pretrain, BertConfig.from_dict(written)
 
 
 def build_optimizer(args, total_updates):
@@ -239,9 +253,10 @@ class SaveAndStop(keras.callbacks.Callback):
     Saves every ``save_every`` steps, at each epoch end and when training stops.
     """
 
-    def __init__(self, args, builder, vocab_path, step):
+    def __init__(self, args, builder, vocab_path, step, config=None):
         super().__init__()
         self.args, self.builder, self.vocab_path = args, builder, vocab_path
+        self.config = config
         self.step, self.saved_step = step, step
         self.deadline = None if args.minutes is None else time.time() + 60 * args.minutes
         self.stopped = False
@@ -249,7 +264,8 @@ class SaveAndStop(keras.callbacks.Callback):
     def save(self):
         if self.saved_step == self.step:
             return
-        save_checkpoint_dir(self.builder, self.args.output_dir, vocab_path=self.vocab_path)
+        save_checkpoint_dir(self.builder, self.args.output_dir, config=self.config,
+                            vocab_path=self.vocab_path)
         save_state(os.path.join(self.args.output_dir, STATE_FILE), self.builder,
                    self.model.optimizer, self.step)
         self.saved_step = self.step
@@ -292,7 +308,8 @@ def main(argv=None):
             held_out_docs, tokenizer, args.maxlen, args.batch_size, seed=args.seed + 1,
             shuffle=False).arrays(0)
 
-    builder = build_transformer_model(model_config(args, tokenizer.vocab_size),
+    pretrain_config, written_config = model_config(args, tokenizer.vocab_size)
+    builder = build_transformer_model(pretrain_config,
                                       args.init_checkpoint, with_pool=True, with_mlm=True,
                                       dtype=dtype_policy(args),
                                       return_keras_model=False)
@@ -309,7 +326,7 @@ def main(argv=None):
     print(f"{data.num_sequences} sequences of {args.maxlen} tokens, {steps} steps an epoch, "
           f"{total} in all; {data.max_predictions} prediction slots a sequence")
 
-    saver = SaveAndStop(args, builder, args.vocab, step)
+    saver = SaveAndStop(args, builder, args.vocab, step, written_config)
     start, history = time.time(), {}
     while step < total and not saver.stopped:
         epoch, offset = divmod(step, steps)
