@@ -311,10 +311,30 @@ def test_pretrain_example_continues_a_google_checkpoint(tiny_bert, tmp_path):
                                 "--init-checkpoint", prefix, "--lr", "0", "--maxlen", "16",
                                 "--max-steps", "1", "--verbose", "0", "--output-dir", out])
     assert result["step"] == 1
+    # Pretrained without dropout (the default), written with the checkpoint's own.
+    assert result["builder"].config.hidden_dropout_prob == 0.0
+    with open(os.path.join(out, "bert_config.json"), encoding="utf-8") as f:
+        written_config = json.load(f)
+    assert written_config["hidden_dropout_prob"] == config["hidden_dropout_prob"] == 0.1
+    assert written_config["attention_probs_dropout_prob"] == 0.1
     written = tf.train.load_checkpoint(os.path.join(out, "bert_model.ckpt"))
     for name, value in weights.items():
         if not name.startswith("cls/seq_relationship"):  # NSP is not part of MLM pretraining
             np.testing.assert_allclose(written.get_tensor(name), value, atol=1e-6, err_msg=name)
+
+
+def test_pretrain_example_dropout_flags():
+    import pretrain_mlm
+
+    base = ["--corpus", "c.txt", "--vocab", "v.txt", "--layers", "1"]
+    pretrain, written = pretrain_mlm.model_config(pretrain_mlm.parse_args(base), 100)
+    assert pretrain["hidden_dropout_prob"] == pretrain["attention_probs_dropout_prob"] == 0.0
+    assert written.hidden_dropout_prob == written.attention_probs_dropout_prob == 0.1
+    pretrain, written = pretrain_mlm.model_config(pretrain_mlm.parse_args(
+        base + ["--dropout", "0.05", "--finetune-dropout", "0.2"]), 100)
+    assert pretrain["hidden_dropout_prob"] == pretrain["attention_probs_dropout_prob"] == 0.05
+    assert written.hidden_dropout_prob == written.attention_probs_dropout_prob == 0.2
+    assert written.vocab_size == 100 and written.num_hidden_layers == 1
 
 
 def test_triple_example_subject_swap(demo_dir):
