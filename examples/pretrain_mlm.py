@@ -82,6 +82,15 @@ def parse_args(argv=None):
     p.add_argument("--warmup-steps", type=int, default=None,
                    help="linear warm-up updates (default: 10%% of training, at most 1000)")
     p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--clip-norm", type=float, default=1.0,
+                   help="clip the gradients to this global norm, as Google's pretraining "
+                        "does (0: no clipping); without it small batches can collapse the "
+                        "model back to predicting the most frequent token")
+    p.add_argument("--beta-2", type=float, default=0.98,
+                   help="Adam's second-moment decay (0.98 is steadier than 0.999 with the "
+                        "small batches a CPU affords)")
+    p.add_argument("--initializer-range", type=float, default=0.02,
+                   help="standard deviation of the initial weights (with the size flags)")
     p.add_argument("--epochs", type=int, default=None,
                    help="passes over the corpus; the learning rate decays to 0 over them "
                         "(default 3; 20 on the sample texts)")
@@ -104,6 +113,8 @@ def parse_args(argv=None):
         args.minutes = 1.0 if args.minutes is None else args.minutes
         args.epochs = 20 if args.epochs is None else args.epochs
     args.epochs = 3 if args.epochs is None else args.epochs
+    if args.clip_norm < 0 or not 0 < args.beta_2 < 1 or args.initializer_range <= 0:
+        p.error("--clip-norm must be >= 0, --beta-2 in (0, 1), --initializer-range > 0")
     for name in ("maxlen", "batch_size", "epochs", "grad_accum_steps", "save_every"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -185,7 +196,7 @@ def model_config(args, vocab_size):
                       hidden_size=args.hidden, num_attention_heads=args.heads,
                       intermediate_size=args.intermediate, hidden_act="gelu",
                       max_position_embeddings=max(512, args.maxlen), type_vocab_size=2,
-                      initializer_range=0.02, hidden_dropout_prob=0.1,
+                      initializer_range=args.initializer_range, hidden_dropout_prob=0.1,
                       attention_probs_dropout_prob=0.1)
     if config["vocab_size"] != vocab_size:
         raise ValueError(f"vocab_size {config['vocab_size']} of {args.config} differs from "
@@ -201,14 +212,15 @@ def model_config(args, vocab_size):
 
 def build_optimizer(args, total_updates):
     """Adam with decoupled weight decay (not on norms and biases), warm-up and linear
-    decay, and optional gradient accumulation."""
+    decay, gradient clipping, and optional gradient accumulation."""
     warmup = args.warmup_steps
     if warmup is None:
         warmup = max(1, min(1000, total_updates // 10))
     warmup = min(warmup, max(1, total_updates - 1))
     optimizer_class = optimizers.extend_with_piecewise_linear_lr(
         optimizers.extend_with_weight_decay(keras.optimizers.Adam))
-    kwargs = dict(learning_rate=args.lr, epsilon=1e-6, weight_decay_rate=args.weight_decay,
+    kwargs = dict(learning_rate=args.lr, beta_2=args.beta_2, epsilon=1e-6,
+                  global_clipnorm=args.clip_norm or None, weight_decay_rate=args.weight_decay,
                   exclude_from_weight_decay=["Norm", "bias"],
                   lr_schedule={warmup: 1.0, max(warmup + 1, total_updates): 0.0})
     if args.grad_accum_steps > 1:
