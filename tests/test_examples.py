@@ -337,6 +337,24 @@ def test_pretrain_example_dropout_flags():
     assert written.vocab_size == 100 and written.num_hidden_layers == 1
 
 
+def test_pretrain_example_optimizer_flags(capsys):
+    import pretrain_mlm
+
+    base = ["--corpus", "c.txt", "--vocab", "v.txt"]
+    optimizer = pretrain_mlm.build_optimizer(pretrain_mlm.parse_args(base), 100)
+    assert optimizer.global_clipnorm == 1.0 and optimizer.beta_2 == 0.98
+    assert optimizer.lr_schedule == {10: 1.0, 100: 0.0}  # 10% warm-up, then linear decay
+    args = pretrain_mlm.parse_args(base + ["--clip-norm", "0", "--beta-2", "0.999",
+                                           "--initializer-range", "0.05"])
+    optimizer = pretrain_mlm.build_optimizer(args, 100)
+    assert optimizer.global_clipnorm is None and optimizer.beta_2 == 0.999
+    assert pretrain_mlm.model_config(args, 100)[1].initializer_range == 0.05
+    for bad in (["--clip-norm", "-1"], ["--beta-2", "1"], ["--initializer-range", "0"]):
+        with pytest.raises(SystemExit):
+            pretrain_mlm.parse_args(base + bad)
+        assert "--clip-norm must be >= 0" in capsys.readouterr().err
+
+
 def test_triple_example_subject_swap(demo_dir):
     import demo
     import task_triple_extraction as example
