@@ -22,8 +22,15 @@ text; ``.json``/``.jsonl`` files take each line's ``"text"``. A text found twice
 two files, say) is used once; blank and duplicate lines are counted, not silently
 dropped. Interrupted runs continue
 with ``--resume`` from the last save (weights, optimizer state, step): the batches and
-masks of every step derive from ``--seed``, so with dropout off a resumed run ends
-with the same weights as an uninterrupted one. ``--minutes`` counts from each start.
+masks of every step derive from ``--seed``, so with dropout off (the default) a resumed
+run ends with the same weights as an uninterrupted one. ``--minutes`` counts from each
+start.
+
+The defaults are for short budgets on small batches: no dropout while pretraining
+(the written ``bert_config.json`` carries the fine-tuning dropout, ``--finetune-dropout``,
+default 0.1), gradients clipped to global norm 1.0 as in Google's pretraining, and Adam
+with ``beta_2 = 0.98``; without the clipping, batches of 8-32 sequences at learning
+rates of 1e-3 and up can collapse the model back to the unigram distribution.
 """
 import argparse
 import gc
