@@ -44,6 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import h5py  # noqa: E402
 import keras  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
 
 from bertkit import optimizers, pretraining  # noqa: E402
 from bertkit.checkpoints import save_checkpoint_dir  # noqa: E402
@@ -65,6 +66,10 @@ def parse_args(argv=None):
                    help="text files, one document a line (default: the sample texts; then "
                         "--minutes defaults to 1)")
     p.add_argument("--text-column", type=int, default=-1, help="column of .tsv files")
+    p.add_argument("--repeat", nargs="+", type=int, metavar="N",
+                   help="how often each --corpus file's training documents are used per "
+                        "epoch, one N a file (default 1 each): >1 up-weights a small "
+                        "in-domain file, such as a task's own training texts")
     p.add_argument("--vocab", help="vocab.txt (default: the shared Chinese vocabulary, "
                    "else the demo vocabulary)")
     p.add_argument("--config", help="bert_config.json (instead of the size flags)")
@@ -103,7 +108,13 @@ def parse_args(argv=None):
                         "(default 3; 20 on the sample texts)")
     p.add_argument("--minutes", type=float, default=None,
                    help="stop (and save) after this many minutes of training")
-    p.add_argument("--max-steps", type=int, default=None, help="stop (and save) at this step")
+    p.add_argument("--total-steps", type=int, default=None,
+                   help="length of the run in batches, over which the learning rate decays "
+                        "to 0 (default: --epochs passes); fit it to --minutes so that the "
+                        "run ends on the low learning rates, where most of the loss falls")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop (and save) at this step, leaving the schedule as it is "
+                        "(an interruption that --resume continues)")
     p.add_argument("--holdout", type=float, default=0.01,
                    help="share of documents held out for the MLM loss/accuracy per epoch")
     p.add_argument("--save-every", type=int, default=500, metavar="STEPS",
@@ -120,15 +131,27 @@ def parse_args(argv=None):
         args.minutes = 1.0 if args.minutes is None else args.minutes
         args.epochs = 20 if args.epochs is None else args.epochs
     args.epochs = 3 if args.epochs is None else args.epochs
-    if args.clip_norm < 0 or not 0 < args.beta_2 < 1 or args.initializer_range <= 0:
-        p.error("--clip-norm must be >= 0, --beta-2 in (0, 1), --initializer-range > 0")
-    for name in ("maxlen", "batch_size", "epochs", "grad_accum_steps", "save_every"):
-        if getattr(args, name) < 1:
+    if args.clip_norm < 0:
+        p.error(f"--clip-norm must be >= 0 (0: no clipping), got {args.clip_norm}")
+    if not 0 < args.beta_2 < 1:
+        p.error(f"--beta-2 must be in (0, 1), got {args.beta_2}")
+    if args.initializer_range <= 0:
+        p.error(f"--initializer-range must be > 0, got {args.initializer_range}")
+    for name in ("maxlen", "batch_size", "epochs", "grad_accum_steps", "save_every",
+                 "total_steps", "max_steps"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.init_checkpoint and not (args.config and args.vocab):
         p.error("--init-checkpoint needs the checkpoint's --config and --vocab")
     if not 0 <= args.holdout < 1:
         p.error("--holdout must be in [0, 1)")
+    if args.repeat is None:
+        args.repeat = [1] * len(args.corpus)
+    elif len(args.repeat) != len(args.corpus):
+        p.error(f"--repeat takes one count per --corpus file: {len(args.corpus)} file(s), "
+                f"{len(args.repeat)} count(s)")
+    elif min(args.repeat) < 1:
+        p.error("--repeat counts must be at least 1")
     return args
 
 
@@ -165,25 +188,38 @@ def read_texts(path, text_column=-1):
 
 
 def load_corpus(args, tokenizer):
-    """``(train documents, held-out documents)`` as token ids, split with ``--seed``."""
-    texts = []
-    for path in args.corpus:
+    """``(train documents, held-out documents)`` as token ids, split with ``--seed``.
+
+    A text in several files counts once, for the first file that has it. The held-out
+    documents are drawn before ``--repeat`` copies a file's training documents, so no
+    held-out text is ever trained on.
+    """
+    repeat_of, read = {}, 0  # text -> its file's --repeat; dicts keep the first order
+    for path, repeat in zip(args.corpus, args.repeat):
         file_texts = read_texts(path, args.text_column)
-        print(f"{path}: {len(file_texts)} documents")
-        texts.extend(file_texts)
-    unique = list(dict.fromkeys(texts))  # the same review in two files counts once
-    if len(unique) < len(texts):
-        print(f"dropped {len(texts) - len(unique)} duplicate document(s)")
-    texts = unique
-    documents, dropped = pretraining.tokenize_documents(texts, tokenizer, desc="tokenize")
+        used = f", used {repeat}x an epoch" if repeat > 1 else ""
+        print(f"{path}: {len(file_texts)} documents{used}")
+        read += len(file_texts)
+        for text in file_texts:
+            repeat_of.setdefault(text, repeat)  # the same review in two files counts once
+    if len(repeat_of) < read:
+        print(f"dropped {read - len(repeat_of)} duplicate document(s)")
+    documents, repeats = [], []
+    for text, repeat in tqdm(repeat_of.items(), desc="tokenize", mininterval=5):
+        ids, _ = pretraining.tokenize_documents([text], tokenizer)
+        documents.extend(ids)
+        repeats.extend([repeat] * len(ids))
+    dropped = len(repeat_of) - len(documents)
     if dropped:
         print(f"dropped {dropped} document(s) without any token")
     if not documents:
         raise ValueError(f"no tokens in the corpus {args.corpus}")
-    random.Random(args.seed).shuffle(documents)
-    cut = round(len(documents) * args.holdout) if len(documents) > 1 else 0
-    cut = max(1, cut) if args.holdout > 0 and len(documents) > 1 else cut
-    held_out, train = documents[:cut], documents[cut:]
+    order = list(range(len(documents)))
+    random.Random(args.seed).shuffle(order)
+    cut = round(len(order) * args.holdout) if len(order) > 1 else 0
+    cut = max(1, cut) if args.holdout > 0 and len(order) > 1 else cut
+    held_out = [documents[i] for i in order[:cut]]
+    train = [documents[i] for i in order[cut:] for _ in range(repeats[i])]
     tokens = sum(len(d) for d in train)
     print(f"train: {len(train)} documents, {tokens} tokens; held out: {len(held_out)} documents")
     return train, held_out
@@ -272,9 +308,10 @@ class SaveAndStop(keras.callbacks.Callback):
     Saves every ``save_every`` steps, at each epoch end and when training stops.
     """
 
-    def __init__(self, args, builder, vocab_path, step, config=None):
+    def __init__(self, args, builder, vocab_path, step, total, config=None):
         super().__init__()
         self.args, self.builder, self.vocab_path = args, builder, vocab_path
+        self.total = total
         self.config = config
         self.step, self.saved_step = step, step
         self.deadline = None if args.minutes is None else time.time() + 60 * args.minutes
@@ -294,7 +331,8 @@ class SaveAndStop(keras.callbacks.Callback):
         if self.step % self.args.save_every == 0:
             self.save()
         out_of_time = self.deadline is not None and time.time() > self.deadline
-        if out_of_time or (self.args.max_steps and self.step >= self.args.max_steps):
+        stop_step = min(self.total, self.args.max_steps or self.total)
+        if out_of_time or self.step >= stop_step:
             self.stopped = self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
@@ -333,7 +371,9 @@ def main(argv=None):
                                       dtype=dtype_policy(args),
                                       return_keras_model=False)
     model = pretraining.build_pretraining_model(builder, data.max_predictions)
-    steps, total = len(data), len(data) * args.epochs
+    steps = len(data)
+    total = args.total_steps or steps * args.epochs
+    args.epochs = -(-total // steps)  # the last pass may be cut short by --total-steps
     optimizer = build_optimizer(args, total // args.grad_accum_steps)
     pretraining.compile_pretraining_model(model, optimizer)
     os.makedirs(args.output_dir, exist_ok=True)
@@ -345,7 +385,7 @@ def main(argv=None):
     print(f"{data.num_sequences} sequences of {args.maxlen} tokens, {steps} steps an epoch, "
           f"{total} in all; {data.max_predictions} prediction slots a sequence")
 
-    saver = SaveAndStop(args, builder, args.vocab, step, written_config)
+    saver = SaveAndStop(args, builder, args.vocab, step, total, written_config)
     start, history = time.time(), {}
     while step < total and not saver.stopped:
         epoch, offset = divmod(step, steps)
@@ -358,6 +398,11 @@ def main(argv=None):
         history = {k: v[-1] for k, v in fit.history.items()}
         step = saver.step
     saver.save()
+    if validation is not None and step % steps:  # stopped mid-epoch: score the end too
+        x, labels, weights = validation
+        scores = model.evaluate(x, labels, sample_weight=weights, batch_size=args.batch_size,
+                                verbose=0, return_dict=True)
+        history.update({f"val_{k}": v for k, v in scores.items()})
     # Finalise the endless input pipeline's generator now, while Python is alive
     # (at interpreter exit TensorFlow cannot and prints an error about it).
     gc.collect()

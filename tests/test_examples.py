@@ -232,12 +232,9 @@ def pretrain_args(vocab, config_path, output_dir, *extra):
             "--verbose", "0", "--output-dir", output_dir, *extra]
 
 
-def test_pretrain_example_resumes_to_the_same_weights_and_feeds_fine_tuning(demo_dir, tmp_path):
+def tiny_pretraining_setup(tmp_path):
+    """``(vocab path, config path)``: the demo vocabulary and a 2-layer, hidden-32 BERT."""
     import demo
-    import pretrain_mlm
-    import task_sentiment_classification
-    import task_triple_extraction
-    import tensorflow as tf
 
     from bertkit.tokenizers import Tokenizer
 
@@ -246,6 +243,16 @@ def test_pretrain_example_resumes_to_the_same_weights_and_feeds_fine_tuning(demo
     with open(config_path, "w") as f:
         json.dump(dict(demo.DEMO_CONFIG, hidden_size=32, intermediate_size=48,
                        max_position_embeddings=64, vocab_size=Tokenizer(vocab).vocab_size), f)
+    return vocab, config_path
+
+
+def test_pretrain_example_resumes_to_the_same_weights_and_feeds_fine_tuning(demo_dir, tmp_path):
+    import pretrain_mlm
+    import task_sentiment_classification
+    import task_triple_extraction
+    import tensorflow as tf
+
+    vocab, config_path = tiny_pretraining_setup(tmp_path)
     full, part = str(tmp_path / "full"), str(tmp_path / "part")
     uninterrupted = pretrain_mlm.main(pretrain_args(vocab, config_path, full))
     steps = uninterrupted["step"]
@@ -349,10 +356,75 @@ def test_pretrain_example_optimizer_flags(capsys):
     optimizer = pretrain_mlm.build_optimizer(args, 100)
     assert optimizer.global_clipnorm is None and optimizer.beta_2 == 0.999
     assert pretrain_mlm.model_config(args, 100)[1].initializer_range == 0.05
-    for bad in (["--clip-norm", "-1"], ["--beta-2", "1"], ["--initializer-range", "0"]):
+    for bad, message in ((["--clip-norm", "-1"], "--clip-norm must be >= 0"),
+                         (["--beta-2", "1"], "--beta-2 must be in (0, 1), got 1.0"),
+                         (["--initializer-range", "0"], "--initializer-range must be > 0")):
         with pytest.raises(SystemExit):
             pretrain_mlm.parse_args(base + bad)
-        assert "--clip-norm must be >= 0" in capsys.readouterr().err
+        assert message in capsys.readouterr().err
+
+
+def test_pretrain_example_total_steps_ends_the_schedule_and_scores_the_end(demo_dir,
+                                                                           tmp_path):
+    import pretrain_mlm
+
+    vocab, config_path = tiny_pretraining_setup(tmp_path)
+    out = str(tmp_path / "out")
+    # 5 steps is inside the first epoch: the run stops there, with the learning rate
+    # decayed to 0 at step 5, and the held-out set is scored at the stop.
+    result = pretrain_mlm.main(pretrain_args(vocab, config_path, out, "--total-steps", "5",
+                                             "--warmup-steps", "2"))
+    assert result["step"] == 5
+    assert result["model"].optimizer.lr_schedule == {2: 1.0, 5: 0.0}
+    assert np.isfinite(result["val_loss"]) and 0 <= result["val_accuracy"] <= 1
+    assert os.path.isfile(os.path.join(out, "bert_model.ckpt.index"))
+
+
+def test_pretrain_example_repeat_upweights_a_file_and_never_trains_on_held_out(tmp_path):
+    import pretrain_mlm
+
+    from bertkit.tokenizers import Tokenizer
+
+    chars = "的一是不了人我在有他这中大来上国个到说们为子和地出道也时年得就那要下以生会自着去"
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars]) + "\n",
+                     encoding="utf-8")
+    tokenizer = Tokenizer(str(vocab))
+    big = [chars[i:i + 3] for i in range(20)]
+    small = [chars[i:i + 2] + "我" for i in range(25, 35)]
+    (tmp_path / "big.txt").write_text("\n".join(big), encoding="utf-8")
+    # The small file repeats one text of the big file: it counts once, for the big file.
+    (tmp_path / "small.txt").write_text("\n".join(small + big[:1]), encoding="utf-8")
+    args = pretrain_mlm.parse_args(["--corpus", str(tmp_path / "big.txt"),
+                                    str(tmp_path / "small.txt"), "--repeat", "1", "3",
+                                    "--vocab", str(vocab), "--holdout", "0.2"])
+    train, held_out = pretrain_mlm.load_corpus(args, tokenizer)
+
+    def text(ids):
+        return "".join(tokenizer.id_to_token(i) for i in ids)
+
+    train_texts, held_texts = [text(d) for d in train], [text(d) for d in held_out]
+    assert len(held_texts) == 6 and not set(held_texts) & set(train_texts)
+    for document in big + small:
+        expected = 0 if document in held_texts else (3 if document in small else 1)
+        assert train_texts.count(document) == expected, document
+    assert len(train) == sum(1 if d in big else 3 for d in big + small if d not in held_texts)
+
+
+def test_pretrain_example_rejects_bad_repeat_counts(capsys):
+    import pretrain_mlm
+
+    base = ["--corpus", "a.txt", "b.txt", "--vocab", "v.txt"]
+    assert pretrain_mlm.parse_args(base).repeat == [1, 1]
+    with pytest.raises(SystemExit):
+        pretrain_mlm.parse_args(base + ["--repeat", "2"])
+    assert "one count per --corpus file: 2 file(s), 1 count(s)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        pretrain_mlm.parse_args(base + ["--repeat", "1", "0"])
+    assert "--repeat counts must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        pretrain_mlm.parse_args(base + ["--total-steps", "0"])
+    assert "--total-steps must be at least 1" in capsys.readouterr().err
 
 
 def test_triple_example_subject_swap(demo_dir):
