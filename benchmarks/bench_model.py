@@ -182,8 +182,13 @@ def random_batch(shape, seed=0):
     return token_ids, segment_ids, labels
 
 
-def keras_encoder(library, shape):
-    """``(inputs, sequence, pooled, feed)`` for bertkit or keras-hub at ``shape``."""
+def keras_encoder(library, shape, workload):
+    """``(inputs, sequence, pooled, feed)`` for bertkit or keras-hub at ``shape``.
+
+    bertkit's training model is what ``with_pool=True`` gives a classifier: its last
+    block runs on ``[CLS]`` only (``cls_only_last_layer``), so ``sequence`` there is
+    ``[B, 1, H]``; inference keeps the whole sequence.
+    """
     if library == "bertkit":
         from bertkit.models import build_transformer_model
 
@@ -191,7 +196,8 @@ def keras_encoder(library, shape):
             vocab_size=shape["vocab"], hidden_size=shape["hidden"],
             num_hidden_layers=shape["layers"], num_attention_heads=shape["heads"],
             intermediate_size=shape["intermediate"], type_vocab_size=2,
-            with_pool=True, return_keras_model=False)
+            with_pool=True, cls_only_last_layer=workload == "train",
+            return_keras_model=False)
         model = builder.model
         sequence = builder.layer("Pooler").input
         return model.inputs, sequence, model.output, lambda tok, seg: [tok, seg]
@@ -212,7 +218,7 @@ def keras_step(library, xla, policy, shape, workload):
     import keras
 
     keras.mixed_precision.set_global_policy(policy)
-    inputs, sequence, pooled, feed = keras_encoder(library, shape)
+    inputs, sequence, pooled, feed = keras_encoder(library, shape, workload)
     token_ids, segment_ids, labels = random_batch(shape)
     x = feed(token_ids, segment_ids)
     if workload == "infer":
@@ -356,7 +362,7 @@ def retrace_worker(args):
         traces.append(1)
         return keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
 
-    inputs, _, pooled, feed = keras_encoder("bertkit", shape)
+    inputs, _, pooled, feed = keras_encoder("bertkit", shape, "train")
     model = keras.Model(inputs, keras.layers.Dense(2)(pooled))
     model.compile(optimizer=keras.optimizers.AdamW(2e-5), loss=loss, jit_compile=True)
     token_ids, segment_ids, labels = random_batch(shape)

@@ -222,11 +222,15 @@ class MultiHeadAttention(keras.layers.Layer):
     """BERT's multi-head self-attention, query/key/value and output projections included.
 
     ``layer(x, attention_mask=mask)`` with ``x: [B, T, H]`` and ``mask: [B, T]`` (1 for
-    tokens to attend to, 0 for padding) returns ``[B, T, H]``. As in Google's
+    tokens to attend to, 0 for padding) returns ``[B, T, H]``. ``query=q`` with
+    ``q: [B, Q, H]`` computes the outputs of those ``Q`` positions only, attending to
+    all of ``x`` (``[B, Q, H]``; the builder's pooled-output models use it for the
+    last block, whose other positions nothing reads). As in Google's
     ``modeling.py`` the mask adds -10000 to the scores of padded keys before the
     softmax, and scores, mask and softmax are computed in float32 whatever the layer's
     compute dtype. ``return_attention_scores=True`` also returns the attention
-    probabilities ``[B, N, T, T]`` (see ``bertkit.models.attention_model``).
+    probabilities ``[B, N, T, T]`` (``[B, N, Q, T]`` with ``query``; see
+    ``bertkit.models.attention_model``).
 
     Args:
         heads: number of attention heads N.
@@ -278,8 +282,9 @@ class MultiHeadAttention(keras.layers.Layer):
         # [B, T, N*D] -> [B, T, N, D]
         return ops.reshape(x, (ops.shape(x)[0], -1, self.heads, self.head_size))
 
-    def call(self, inputs, attention_mask=None, return_attention_scores=False, training=None):
-        query = self._split_heads(self._project(inputs, "query"))
+    def call(self, inputs, attention_mask=None, return_attention_scores=False, training=None,
+             query=None):
+        query = self._split_heads(self._project(inputs if query is None else query, "query"))
         key = self._split_heads(self._project(inputs, "key"))
         value = self._split_heads(self._project(inputs, "value"))
         # [B, T, N, D] x [B, S, N, D] -> [B, N, T, S], in float32 for a stable softmax
@@ -301,11 +306,14 @@ class MultiHeadAttention(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.out_dim)
 
-    def compute_output_spec(self, inputs, attention_mask=None, return_attention_scores=False, training=None):
-        output = keras.KerasTensor((*inputs.shape[:-1], self.out_dim), dtype=self.compute_dtype)
+    def compute_output_spec(self, inputs, attention_mask=None, return_attention_scores=False,
+                            training=None, query=None):
+        queries = inputs if query is None else query
+        output = keras.KerasTensor((*queries.shape[:-1], self.out_dim), dtype=self.compute_dtype)
         if return_attention_scores:
             batch, length = inputs.shape[0], inputs.shape[1]
-            probs = keras.KerasTensor((batch, self.heads, length, length), dtype="float32")
+            probs = keras.KerasTensor((batch, self.heads, queries.shape[1], length),
+                                      dtype="float32")
             return output, probs
         return output
 
@@ -387,21 +395,27 @@ class BiasAdd(keras.layers.Layer):
 
 @_register
 class TakeToken(keras.layers.Layer):
-    """Picks one position of a sequence, ``[B, T, H] -> [B, H]`` (``[CLS]`` by default)."""
+    """Picks one position of a sequence, ``[B, T, H] -> [B, H]`` (``[CLS]`` by default).
 
-    def __init__(self, index=0, **kwargs):
+    ``keepdims=True`` keeps the length axis: ``[B, T, H] -> [B, 1, H]``.
+    """
+
+    def __init__(self, index=0, keepdims=False, **kwargs):
         super().__init__(**kwargs)
         self.index = index
+        self.keepdims = keepdims
 
     def call(self, inputs):
-        return inputs[:, self.index]
+        token = inputs[:, self.index]
+        return ops.expand_dims(token, 1) if self.keepdims else token
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], *input_shape[2:])
+        kept = (1,) if self.keepdims else ()
+        return (input_shape[0], *kept, *input_shape[2:])
 
     def get_config(self):
         config = super().get_config()
-        config.update(index=self.index)
+        config.update(index=self.index, keepdims=self.keepdims)
         return config
 
 

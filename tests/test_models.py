@@ -121,6 +121,35 @@ def test_bert_outputs_match_numpy_reference(tiny_bert, model_type):
     np.testing.assert_allclose(logits[keep], ref["mlm_logits"][keep], atol=1e-4)
 
 
+@pytest.mark.parametrize("model_type", ["bert", "albert"])
+def test_pooled_only_models_compute_the_last_block_for_cls_only(tiny_bert, tiny_albert,
+                                                                 model_type):
+    config, weights, prefix = tiny_albert if model_type == "albert" else tiny_bert
+    token_ids, segment_ids = padded_batch()
+    ref = numpy_bert(weights, config, token_ids, segment_ids, albert=model_type == "albert")
+    last = config["num_hidden_layers"] - 1
+    norm = ("Transformer-FeedForward-Norm", last) if model_type == "albert" else (
+        f"Transformer-{last}-FeedForward-Norm", 0)
+    for kwargs, expected in (({"with_pool": True}, ref["pooled"]),
+                             ({"with_nsp": True}, ref["nsp"])):
+        model = build_transformer_model(config, prefix, model=model_type, **kwargs)
+        np.testing.assert_allclose(model.predict([token_ids, segment_ids], verbose=0),
+                                   expected, atol=1e-5)
+        # The last block ran on [CLS] alone: [B, 1, H], equal to the reference's row 0.
+        cls_state = intermediate_model(model, norm).predict([token_ids, segment_ids], verbose=0)
+        assert cls_state.shape == (3, 1, config["hidden_size"])
+        np.testing.assert_allclose(cls_state[:, 0], ref["sequence"][:, 0], atol=1e-5)
+        probs = attention_model(model, layers=last).predict([token_ids, segment_ids], verbose=0)
+        np.testing.assert_allclose(probs, ref["probs"][last][:, :, :1], atol=1e-6)
+    whole = build_transformer_model(config, prefix, model=model_type, with_pool=True,
+                                    cls_only_last_layer=False)
+    states = intermediate_model(whole, norm).predict([token_ids, segment_ids], verbose=0)
+    keep = real_positions(token_ids)
+    np.testing.assert_allclose(states[keep], ref["sequence"][keep], atol=1e-5)
+    with pytest.raises(ValueError, match="cls_only_last_layer=True needs a pooled-only"):
+        build_transformer_model(config, with_pool=True, with_mlm=True, cls_only_last_layer=True)
+
+
 def test_albert_outputs_match_numpy_reference(tiny_albert):
     config, weights, prefix = tiny_albert
     token_ids, segment_ids = padded_batch()
@@ -188,7 +217,8 @@ def test_builder_object_exposes_layers_by_name():
         builder.layer("MLM-Dense")
 
 
-@pytest.mark.parametrize("kwargs", [{"with_pool": True, "with_mlm": True}, {}])
+@pytest.mark.parametrize("kwargs", [{"with_pool": True, "with_mlm": True}, {},
+                                    {"with_pool": True}])
 def test_keras_and_weights_h5_round_trips(tmp_path, tiny_bert, kwargs):
     config, weights, prefix = tiny_bert
     model = build_transformer_model(config, prefix, **kwargs)
@@ -230,6 +260,9 @@ def test_custom_layers_serialize(tiny_bert):
     assert_layer_round_trip(layers.PositionEmbedding(10, 32), x)
     assert_layer_round_trip(layers.BiasAdd(), x)
     assert_layer_round_trip(layers.TakeToken(1), x)
+    assert_layer_round_trip(layers.TakeToken(0, keepdims=True), x)
+    assert_layer_round_trip(layers.MultiHeadAttention(4, 8), x, attention_mask=mask,
+                            query=x[:, :2])
 
 
 def test_bad_inputs_raise_clear_errors(tiny_bert):
