@@ -20,7 +20,11 @@ Corpus files: plain text with one document a line; ``.tsv`` files take the colum
 ``--text-column`` (default: the last); ``.data`` files (``text<TAB>label``) take the
 text; ``.json``/``.jsonl`` files take each line's ``"text"``. A text found twice (in
 two files, say) is used once; blank and duplicate lines are counted, not silently
-dropped. Interrupted runs continue
+dropped. ``--repeat`` up-weights a file: ``--corpus reviews.tsv task_texts.txt
+--repeat 1 8`` packs every training text of the second file eight times an epoch
+(each copy in its own place of the shuffled order), which adapts the model to a small
+in-domain task corpus. ``--total-steps`` sets the length of the run, and with it the
+learning-rate schedule, independently of the epochs. Interrupted runs continue
 with ``--resume`` from the last save (weights, optimizer state, step): the batches and
 masks of every step derive from ``--seed``, so with dropout off (the default) a resumed
 run ends with the same weights as an uninterrupted one. ``--minutes`` counts from each
