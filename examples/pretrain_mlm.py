@@ -233,28 +233,28 @@ def load_corpus(args, tokenizer):
 
 
 def model_config(args, vocab_size):
-    """``(pretraining config, config to write)``: ``--config`` or the size flags, with
-    ``--dropout`` for pretraining and ``--finetune-dropout`` in the written one."""
+    """``(pretraining config, config to write)``, two ``BertConfig``: ``--config`` or the
+    size flags, with ``--dropout`` for pretraining and ``--finetune-dropout`` in the
+    written one."""
     if args.config:
-        with open(args.config, encoding="utf-8") as f:
-            config = json.load(f)
+        config = BertConfig.from_json_file(args.config)
     else:
-        config = dict(vocab_size=vocab_size, num_hidden_layers=args.layers,
-                      hidden_size=args.hidden, num_attention_heads=args.heads,
-                      intermediate_size=args.intermediate, hidden_act="gelu",
-                      max_position_embeddings=max(512, args.maxlen), type_vocab_size=2,
-                      initializer_range=args.initializer_range, hidden_dropout_prob=0.1,
-                      attention_probs_dropout_prob=0.1)
-    if config["vocab_size"] != vocab_size:
-        raise ValueError(f"vocab_size {config['vocab_size']} of {args.config} differs from "
+        config = BertConfig(
+            vocab_size=vocab_size, num_hidden_layers=args.layers, hidden_size=args.hidden,
+            num_attention_heads=args.heads, intermediate_size=args.intermediate,
+            hidden_act="gelu", max_position_embeddings=max(512, args.maxlen),
+            type_vocab_size=2, initializer_range=args.initializer_range,
+            hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+    if config.vocab_size != vocab_size:
+        raise ValueError(f"vocab_size {config.vocab_size} of {args.config} differs from "
                          f"the {vocab_size} tokens of {args.vocab}")
-    written = dict(config)
+    written = config
     if args.finetune_dropout is not None:
-        written.update(hidden_dropout_prob=args.finetune_dropout,
-                       attention_probs_dropout_prob=args.finetune_dropout)
-    pretrain = dict(config, hidden_dropout_prob=args.dropout,
-                    attention_probs_dropout_prob=args.dropout)
-    return pretrain, BertConfig.from_dict(written)
+        written = config.replace(hidden_dropout_prob=args.finetune_dropout,
+                                 attention_probs_dropout_prob=args.finetune_dropout)
+    pretrain = config.replace(hidden_dropout_prob=args.dropout,
+                              attention_probs_dropout_prob=args.dropout)
+    return pretrain, written
 
 
 def build_optimizer(args, total_updates):

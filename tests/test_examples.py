@@ -335,11 +335,11 @@ def test_pretrain_example_dropout_flags():
 
     base = ["--corpus", "c.txt", "--vocab", "v.txt", "--layers", "1"]
     pretrain, written = pretrain_mlm.model_config(pretrain_mlm.parse_args(base), 100)
-    assert pretrain["hidden_dropout_prob"] == pretrain["attention_probs_dropout_prob"] == 0.0
+    assert pretrain.hidden_dropout_prob == pretrain.attention_probs_dropout_prob == 0.0
     assert written.hidden_dropout_prob == written.attention_probs_dropout_prob == 0.1
     pretrain, written = pretrain_mlm.model_config(pretrain_mlm.parse_args(
         base + ["--dropout", "0.05", "--finetune-dropout", "0.2"]), 100)
-    assert pretrain["hidden_dropout_prob"] == pretrain["attention_probs_dropout_prob"] == 0.05
+    assert pretrain.hidden_dropout_prob == pretrain.attention_probs_dropout_prob == 0.05
     assert written.hidden_dropout_prob == written.attention_probs_dropout_prob == 0.2
     assert written.vocab_size == 100 and written.num_hidden_layers == 1
 
