@@ -375,6 +375,67 @@ def _resolve_config(config_path, overrides):
     return config.replace(**overrides) if overrides else config
 
 
+BLOCK_LAYER_SUFFIXES = ("-MultiHeadSelfAttention", "-MultiHeadSelfAttention-Norm",
+                        "-FeedForward", "-FeedForward-Norm")
+
+
+def reinitialize_top_blocks(model, count, initializer_range=0.02, seed=None):
+    """Gives the last ``count`` transformer blocks fresh weights, as a new BERT starts.
+
+    Kernels are drawn from a truncated normal of stddev ``initializer_range`` (Google's
+    initialiser), biases and LayerNorm betas become 0, gammas 1; every other weight is
+    left as it is. Why: a small pretrained encoder's top blocks carry what its
+    pretraining task needed (predicting masked tokens) more than what a new task needs,
+    and on small data starting them afresh often fine-tunes better (Zhang et al., 2021,
+    "Revisiting Few-sample BERT Fine-tuning").
+
+    Args:
+        model: a BERT/RoBERTa model from :func:`build_transformer_model` (its blocks
+            named ``Transformer-{i}-...``), or a model containing those layers.
+        count: how many blocks, counted from the top; at least 1, at most the number of
+            blocks.
+        initializer_range: stddev of the kernels' truncated normal.
+        seed: seed of the draws (``None``: Keras's global seed generator).
+
+    Returns:
+        The names of the layers re-initialised.
+
+    Raises:
+        ValueError: ``count`` out of range, or a model without per-block layers (ALBERT
+            shares one block across all layers, so it has no top block of its own).
+    """
+    names = {layer.name for layer in model.layers}
+    num_blocks = 0
+    while f"Transformer-{num_blocks}-FeedForward-Norm" in names:
+        num_blocks += 1
+    if not num_blocks:
+        raise ValueError(f"model {model.name!r} has no per-block transformer layers "
+                         "(Transformer-{i}-...); ALBERT's shared block cannot be re-initialised "
+                         "on its own")
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= num_blocks:
+        raise ValueError(f"count must be an int in [1, {num_blocks}] (the model's blocks), "
+                         f"got {count!r}")
+    kernel_initializer = keras.initializers.TruncatedNormal(stddev=initializer_range,
+                                                            seed=seed)
+    done = []
+    for index in range(num_blocks - count, num_blocks):
+        for suffix in BLOCK_LAYER_SUFFIXES:
+            layer = model.get_layer(f"Transformer-{index}{suffix}")
+            for variable in layer.weights:
+                leaf = variable.path.rsplit("/", 1)[-1]
+                if leaf.endswith("kernel"):
+                    value = kernel_initializer(variable.shape, dtype=variable.dtype)
+                elif leaf == "gamma":
+                    value = np.ones(variable.shape)
+                elif leaf == "beta" or leaf.endswith("bias"):
+                    value = np.zeros(variable.shape)
+                else:  # a weight this function does not know how BERT initialises
+                    raise ValueError(f"reinitialize_top_blocks: unknown weight {variable.path}")
+                variable.assign(keras.ops.cast(value, variable.dtype))
+            done.append(layer.name)
+    return done
+
+
 def intermediate_model(model, names):
     """A Keras model with ``model``'s inputs whose outputs are the named layers' outputs.
 

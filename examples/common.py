@@ -2,14 +2,15 @@
 
 The fine-tuning examples take the same checkpoint flags (``--config --checkpoint
 --vocab --model --do-lower-case``), the same optimisation flags (``--batch-size
---epochs --lr --warmup-steps --weight-decay --ema --layerwise-lr-decay``) and
+--epochs --lr --warmup-steps --weight-decay --ema --layerwise-lr-decay
+--reinit-top-blocks``) and
 ``--mixed-precision``, and save what ``--predict`` needs next to the best weights.
 Defining them once keeps their names, defaults and checks the same in every script.
 """
 import json
 import os
 
-from bertkit import optimizers
+from bertkit import models, optimizers
 
 RUN_FILE = "run.json"
 WEIGHTS_FILE = "best.weights.h5"
@@ -46,6 +47,10 @@ def add_fine_tuning_arguments(parser, epochs, lr_help):
                              "weights, e.g. 0.999 (0: off)")
     parser.add_argument("--layerwise-lr-decay", type=float, default=None, metavar="DECAY",
                         help="layer i of L learns at lr * DECAY**(L - i), e.g. 0.9")
+    parser.add_argument("--reinit-top-blocks", type=int, default=0, metavar="N",
+                        help="start the checkpoint's last N transformer blocks afresh "
+                             "(truncated normal 0.02, as a new BERT), which can help on "
+                             "small data (default 0: keep them)")
     add_mixed_precision_argument(parser)
     parser.add_argument("--seed", type=int, default=42)
 
@@ -65,11 +70,21 @@ def check_fine_tuning_arguments(parser, args, checkpoint_optional=False):
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if not 0 <= args.ema < 1:
         parser.error("--ema must be in [0, 1)")
+    if args.reinit_top_blocks < 0:
+        parser.error("--reinit-top-blocks must be >= 0")
 
 
 def dtype_policy(args):
     """The Keras dtype policy of ``--mixed-precision`` (None: the global policy)."""
     return DTYPE_POLICIES[args.mixed_precision]
+
+
+def reinitialize_blocks(args, encoder):
+    """Applies ``--reinit-top-blocks`` to an encoder just loaded from a checkpoint."""
+    if args.reinit_top_blocks:
+        names = models.reinitialize_top_blocks(encoder, args.reinit_top_blocks, seed=args.seed)
+        print(f"re-initialised the last {args.reinit_top_blocks} transformer block(s): "
+              f"{len(names)} layers")
 
 
 def build_optimizer(args, model, total_steps):

@@ -29,7 +29,7 @@ from bertkit.models import build_transformer_model  # noqa: E402
 from bertkit.tokenizers import Tokenizer  # noqa: E402
 from common import (WEIGHTS_FILE, add_checkpoint_arguments, add_fine_tuning_arguments,  # noqa: E402
                     build_optimizer, check_fine_tuning_arguments, dtype_policy, load_run,
-                    print_random_checkpoint_note, save_run)
+                    print_random_checkpoint_note, reinitialize_blocks, save_run)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -130,6 +130,8 @@ def build_classifier(args, num_classes, checkpoint=None):
     dtype = dtype_policy(args)
     encoder = build_transformer_model(args.config, checkpoint, model=args.model,
                                       with_pool=args.pooling == "pooler", dtype=dtype)
+    if checkpoint:
+        reinitialize_blocks(args, encoder)
     head = ClassificationHead(num_classes, pooling=args.pooling, dropout_rate=args.dropout,
                               name="Classifier", dtype=dtype)
     return head.attach(encoder, name="sentiment_classifier")

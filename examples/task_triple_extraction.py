@@ -51,7 +51,7 @@ from bertkit.models import build_transformer_model  # noqa: E402
 from bertkit.tokenizers import Tokenizer  # noqa: E402
 from common import (WEIGHTS_FILE, add_checkpoint_arguments, add_fine_tuning_arguments,  # noqa: E402
                     build_optimizer, check_fine_tuning_arguments, dtype_policy, load_run,
-                    print_random_checkpoint_note, save_run)
+                    print_random_checkpoint_note, reinitialize_blocks, save_run)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PREDICTIONS_FILE = "valid_predictions.jsonl"
@@ -106,6 +106,9 @@ def check_args(parser, args):
             parser.error(f"--random-model must be four positive ints L,H,A,I, got "
                          f"{args.random_model!r}")
         args.random_model = [int(s) for s in sizes]
+        if args.reinit_top_blocks:
+            parser.error("--reinit-top-blocks applies to a checkpoint; a --random-model "
+                         "starts afresh already")
     if args.dropout is not None and not 0 <= args.dropout < 1:
         parser.error("--dropout must be in [0, 1)")
     if not 0 <= args.swap_subjects <= 1:
@@ -336,6 +339,8 @@ def build_extractor(args, predicates, checkpoint=None):
     dtype = dtype_policy(args)
     encoder = build_transformer_model(args.config, checkpoint, model=args.model, dtype=dtype,
                                       **overrides)
+    if checkpoint:
+        reinitialize_blocks(args, encoder)
     return TripleExtractor(encoder, predicates, dtype=dtype)
 
 

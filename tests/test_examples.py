@@ -81,6 +81,35 @@ def test_sentiment_example_trains_saves_and_predicts(demo_dir, tmp_path):
         assert prob == pytest.approx(float(row.max()), abs=1e-5)
 
 
+def test_reinit_top_blocks_flag_restarts_only_the_last_blocks(demo_dir, capsys):
+    import task_sentiment_classification as sentiment
+    import task_triple_extraction as triples
+    from demo import ensure_demo_checkpoint
+
+    config, checkpoint, vocab = ensure_demo_checkpoint()
+    paths = ["--config", config, "--checkpoint", checkpoint, "--vocab", vocab]
+    kept = sentiment.build_classifier(sentiment.parse_args(paths), 2, checkpoint)
+    args = sentiment.parse_args(paths + ["--reinit-top-blocks", "1"])
+    restarted = sentiment.build_classifier(args, 2, checkpoint)
+    assert "re-initialised the last 1 transformer block(s): 4 layers" in capsys.readouterr().out
+    last = max(int(layer.name.split("-")[1]) for layer in kept.layers
+               if layer.name.endswith("-FeedForward-Norm"))
+    for name, same in ((f"Transformer-{last - 1}-FeedForward", True),
+                       (f"Transformer-{last}-FeedForward", False), ("Embedding-Token", True)):
+        old, new = (m.get_layer(name).get_weights()[0] for m in (kept, restarted))
+        assert np.array_equal(old, new) == same, name
+    gamma, beta = restarted.get_layer(f"Transformer-{last}-FeedForward-Norm").get_weights()
+    assert (gamma == 1).all() and (beta == 0).all()
+
+    with pytest.raises(SystemExit):
+        sentiment.parse_args(paths + ["--reinit-top-blocks", "-1"])
+    assert "--reinit-top-blocks must be >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        triples.parse_args(["--random-model", "1,16,2,32", "--vocab", vocab,
+                            "--reinit-top-blocks", "1"])
+    assert "a --random-model starts afresh already" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("bad_line, message", [
     ("no tab here", "tiny.train.data:2: no tab"),
     ("好\tpositive", "tiny.train.data:2: label 'positive' is not a non-negative integer"),

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import bertkit  # noqa: F401  (registers the layers for load_model)
-from bertkit.models import attention_model, build_transformer_model, intermediate_model
+from bertkit.models import (attention_model, build_transformer_model, intermediate_model,
+                            reinitialize_top_blocks)
 from conftest import TINY_CONFIG
 
 _erf = np.vectorize(math.erf)
@@ -277,3 +278,67 @@ def test_bad_inputs_raise_clear_errors(tiny_bert):
         model.predict([too_long, too_long * 0], verbose=0)
     with pytest.raises(ValueError, match="with_mlm"):
         build_transformer_model(config, with_mlm="yes")
+
+
+def test_reinitialize_top_blocks_starts_only_the_top_blocks_afresh(tiny_bert, tiny_albert):
+    config, weights, prefix = tiny_bert
+    model = build_transformer_model(config, prefix)
+    names = reinitialize_top_blocks(model, 1, initializer_range=0.05, seed=3)
+    assert names == [f"Transformer-1-{suffix}" for suffix in (
+        "MultiHeadSelfAttention", "MultiHeadSelfAttention-Norm", "FeedForward", "FeedForward-Norm")]
+    values = {v.path: keras.ops.convert_to_numpy(v) for v in model.weights}
+    # Below the top block: the checkpoint's weights, untouched.
+    np.testing.assert_array_equal(values["Embedding-Token/embeddings"],
+                                  weights["bert/embeddings/word_embeddings"])
+    np.testing.assert_array_equal(values["Transformer-0-FeedForward/output_kernel"],
+                                  weights["bert/encoder/layer_0/output/dense/kernel"])
+    # The top block: zero biases and betas, unit gammas, kernels drawn afresh from a
+    # truncated normal of stddev 0.05 (cut at 2 stddev, so its std is 0.8796 * 0.05).
+    top = {k: v for k, v in values.items() if k.startswith("Transformer-1-")}
+    kernels = np.concatenate([v.ravel() for k, v in top.items() if k.endswith("kernel")])
+    assert kernels.size == 4 * 32 * 32 + 2 * 32 * 48
+    assert np.abs(kernels).max() <= 0.1 and abs(kernels.mean()) < 0.003
+    assert abs(kernels.std() / (0.8796 * 0.05) - 1) < 0.05
+    for key, value in top.items():
+        if key.endswith("bias") or key.endswith("beta"):
+            np.testing.assert_array_equal(value, 0, err_msg=key)
+        elif key.endswith("gamma"):
+            np.testing.assert_array_equal(value, 1, err_msg=key)
+    assert not np.allclose(top["Transformer-1-FeedForward/output_kernel"],
+                           weights["bert/encoder/layer_1/output/dense/kernel"])
+
+    # The model computes with the new weights: Google's forward pass on the checkpoint
+    # with layer 1 replaced by them.
+    new = dict(weights)
+    p = "bert/encoder/layer_1/"
+    attention = "Transformer-1-MultiHeadSelfAttention/"
+    for name in ("query", "key", "value"):
+        new[f"{p}attention/self/{name}/kernel"] = top[f"{attention}{name}_kernel"]
+        new[f"{p}attention/self/{name}/bias"] = np.zeros(32)
+    new[f"{p}attention/output/dense/kernel"] = top[f"{attention}output_kernel"]
+    new[f"{p}intermediate/dense/kernel"] = top["Transformer-1-FeedForward/intermediate_kernel"]
+    new[f"{p}output/dense/kernel"] = top["Transformer-1-FeedForward/output_kernel"]
+    for name in ("attention/output/dense/bias", "intermediate/dense/bias", "output/dense/bias",
+                 "attention/output/LayerNorm/beta", "output/LayerNorm/beta"):
+        new[p + name] = np.zeros_like(weights[p + name])
+    for name in ("attention/output/LayerNorm/gamma", "output/LayerNorm/gamma"):
+        new[p + name] = np.ones_like(weights[p + name])
+    token_ids, segment_ids = padded_batch()
+    ref = numpy_bert(new, config, token_ids, segment_ids)
+    keep = real_positions(token_ids)
+    np.testing.assert_allclose(model.predict([token_ids, segment_ids], verbose=0)[keep],
+                               ref["sequence"][keep], atol=1e-5)
+
+    # The same seed draws the same kernels.
+    again = build_transformer_model(config, prefix)
+    reinitialize_top_blocks(again, 1, initializer_range=0.05, seed=3)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(again.get_layer("Transformer-1-FeedForward").weights[0]),
+        top["Transformer-1-FeedForward/intermediate_kernel"])
+
+    for bad in (0, 3, 1.0, True):
+        with pytest.raises(ValueError, match=r"count must be an int in \[1, 2\]"):
+            reinitialize_top_blocks(model, bad)
+    albert = build_transformer_model(tiny_albert[0], tiny_albert[2], model="albert")
+    with pytest.raises(ValueError, match="ALBERT"):
+        reinitialize_top_blocks(albert, 1)
