@@ -68,8 +68,15 @@ def parse_args(argv=None):
     p.add_argument("--schema", default=os.path.join(HERE, "data", "spo.schema.json"),
                    help="one JSON object with a 'predicate' a line")
     p.add_argument("--valid-split", type=float, default=None, metavar="FRACTION",
-                   help="hold out FRACTION of --train (shuffled with --seed) as validation "
-                        "instead of reading --valid")
+                   help="hold out FRACTION of --train (shuffled with --split-seed) as "
+                        "validation instead of reading --valid")
+    p.add_argument("--split-seed", type=int, default=42,
+                   help="seed of --valid-split's shuffle, apart from --seed so that another "
+                        "training seed keeps the same validation texts")
+    p.add_argument("--write-train-texts", metavar="FILE",
+                   help="write the training texts (after --valid-split), one a line, to FILE "
+                        "and exit: a corpus for examples/pretrain_mlm.py with no validation "
+                        "text in it")
     p.add_argument("--maxlen", type=int, default=128, help="tokens per text; longer texts "
                    "are truncated (and counted)")
     add_fine_tuning_arguments(
@@ -436,7 +443,7 @@ def load_splits(args):
     """``(train items, valid items)`` from --train and --valid or --valid-split."""
     train_items = read_spo_lines(args.train, args.skip_bad_lines)
     if args.valid_split is not None:
-        return split_items(train_items, args.valid_split, args.seed)
+        return split_items(train_items, args.valid_split, args.split_seed)
     return train_items, read_spo_lines(args.valid, args.skip_bad_lines)
 
 
@@ -508,8 +515,21 @@ def predict(args):
     return results
 
 
+def write_train_texts(args):
+    """Writes the training split's texts, one a line (atomically); returns their count."""
+    train_items, _ = load_splits(args)
+    with open(args.write_train_texts + ".tmp", "w", encoding="utf-8") as f:
+        for item in train_items:
+            f.write(" ".join(item["text"].splitlines()) + "\n")
+    os.replace(args.write_train_texts + ".tmp", args.write_train_texts)
+    print(f"{len(train_items)} training texts written to {args.write_train_texts}")
+    return len(train_items)
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.write_train_texts:
+        return write_train_texts(args)
     return predict(args) if args.predict else train(args)
 
 

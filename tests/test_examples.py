@@ -221,6 +221,32 @@ def test_triple_example_random_model_and_valid_split(demo_dir, tmp_path):
     assert example.split_items(items, 0.3, seed=1) == (train_part, valid_part)
 
 
+def test_triple_example_writes_the_training_split_for_pretraining(tmp_path):
+    import task_triple_extraction as example
+
+    texts = [(f"植物{i}又名别{i}。", [(f"植物{i}", "别称", f"别{i}")]) for i in range(20)]
+    train, _, _ = write_spo_files(tmp_path / "data", texts, texts[:1])
+    written = []
+    for seed in ("1", "2"):  # --seed is the training seed: the split stays the same
+        path = str(tmp_path / f"texts{seed}.txt")
+        count = example.main(["--train", train, "--valid-split", "0.25", "--seed", seed,
+                              "--write-train-texts", path])
+        with open(path, encoding="utf-8") as f:
+            written.append(f.read().splitlines())
+        assert count == len(written[-1]) == 15
+    assert written[0] == written[1]
+    all_texts = [text for text, _ in texts]
+    assert set(written[0]) < set(all_texts) and len(set(written[0])) == 15
+    held_out = set(all_texts) - set(written[0])
+    items = example.read_spo_lines(train)
+    assert {item["text"] for item in example.split_items(items, 0.25, 42)[1]} == held_out
+    other = str(tmp_path / "other.txt")
+    example.main(["--train", train, "--valid-split", "0.25", "--split-seed", "3",
+                  "--write-train-texts", other])
+    with open(other, encoding="utf-8") as f:
+        assert set(f.read().splitlines()) != set(written[0])
+
+
 @pytest.mark.parametrize("line, message", [
     ("{not json", "train.json:2: invalid JSON"),
     ('{"text": "", "spo_list": []}', "train.json:2: no non-empty 'text'"),
