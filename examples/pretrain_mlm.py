@@ -23,7 +23,9 @@ two files, say) is used once; blank and duplicate lines are counted, not silentl
 dropped. ``--repeat`` up-weights a file: ``--corpus reviews.tsv task_texts.txt
 --repeat 1 8`` packs every training text of the second file eight times an epoch
 (each copy in its own place of the shuffled order), which adapts the model to a small
-in-domain task corpus. ``--total-steps`` sets the length of the run, and with it the
+in-domain task corpus (``task_triple_extraction.py --valid-split 0.1 --write-train-texts
+task_texts.txt`` writes the triple task's training split, without its validation texts).
+``--total-steps`` sets the length of the run, and with it the
 learning-rate schedule, independently of the epochs. Interrupted runs continue
 with ``--resume`` from the last save (weights, optimizer state, step): the batches and
 masks of every step derive from ``--seed``, so with dropout off (the default) a resumed
