@@ -12,13 +12,14 @@ Example:
 >>> pooled = model.predict([token_ids, segment_ids])          # [B, H]
 >>> probs = attention_model(model).predict([token_ids, segment_ids])  # [B, N, T, T] per layer
 """
-import bisect
-
 import keras
 import numpy as np
 
 from bertkit import layers as bk_layers
 from bertkit.config import BertConfig
+# Bucketed padding lives with the rest of the padding, in bertkit.data; importable
+# from here as before.
+from bertkit.data import DEFAULT_LENGTH_BUCKETS, bucket_length, pad_to_bucket  # noqa: F401
 
 
 class Transformer:
@@ -532,80 +533,3 @@ class _AttentionProbabilities(keras.layers.Layer):
         queries = length if query is None else query.shape[1]
         return keras.KerasTensor((batch, self.attention.heads, queries, length),
                                  dtype="float32")
-
-
-#: Lengths :func:`pad_to_bucket` pads a batch up to: a few shapes to compile, at most
-#: a third of the positions added as padding above 16.
-DEFAULT_LENGTH_BUCKETS = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512)
-
-
-def bucket_length(length, buckets=DEFAULT_LENGTH_BUCKETS):
-    """The smallest bucket at least ``length`` long.
-
-    Args:
-        length: a sequence length (a batch's longest sequence).
-        buckets: increasing allowed lengths.
-
-    Returns:
-        int, the bucket ``length`` is padded up to.
-
-    Raises:
-        ValueError: ``length`` is longer than the largest bucket, or ``buckets`` is
-            empty or not increasing.
-
-    Example:
-
-    >>> bucket_length(70)
-    96
-    """
-    buckets = tuple(int(b) for b in buckets)
-    if not buckets or any(a >= b for a, b in zip(buckets, buckets[1:])):
-        raise ValueError(f"buckets must be a non-empty increasing sequence, got {buckets}")
-    index = bisect.bisect_left(buckets, length)
-    if index == len(buckets):
-        raise ValueError(
-            f"sequence length {length} exceeds the largest bucket {buckets[-1]}; "
-            f"truncate the inputs or pass larger buckets"
-        )
-    return buckets[index]
-
-
-def pad_to_bucket(arrays, buckets=DEFAULT_LENGTH_BUCKETS, value=0):
-    """Pads ``[B, T, ...]`` arrays on the right along ``T`` up to ``bucket_length(T)``.
-
-    A model compiled with XLA (``jit_compile=True``) compiles once per input shape, and
-    a compilation of BERT-base takes far longer than a step; padding every batch up to
-    one of a few lengths bounds the number of compilations. Padding with id 0 does not
-    change the outputs at the real positions (id 0 is masked out of attention).
-
-    Args:
-        arrays: one array or a list/tuple of arrays sharing their first two dimensions
-            (token ids, segment ids, ...).
-        buckets: increasing allowed lengths (see :data:`DEFAULT_LENGTH_BUCKETS`).
-        value: the padding value.
-
-    Returns:
-        The padded array(s), in the structure given.
-
-    Raises:
-        ValueError: arrays of different ``[B, T]``, fewer than two dimensions, or a
-            length longer than the largest bucket.
-
-    Example:
-
-    >>> token_ids, segment_ids = pad_to_bucket([token_ids, segment_ids])  # [B, 70] -> [B, 96]
-    >>> model.train_on_batch([token_ids, segment_ids], labels)
-    """
-    single = not isinstance(arrays, (list, tuple))
-    as_tuple = isinstance(arrays, tuple)
-    arrays = [np.asarray(a) for a in ([arrays] if single else arrays)]
-    if any(a.ndim < 2 for a in arrays) or len({a.shape[:2] for a in arrays}) != 1:
-        raise ValueError(f"arrays must share their [batch, length] dimensions, got shapes "
-                         f"{[a.shape for a in arrays]}")
-    length = arrays[0].shape[1]
-    extra = bucket_length(length, buckets) - length
-    padded = [np.pad(a, [(0, 0), (0, extra)] + [(0, 0)] * (a.ndim - 2), constant_values=value)
-              for a in arrays]
-    if single:
-        return padded[0]
-    return tuple(padded) if as_tuple else padded

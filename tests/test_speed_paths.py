@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from bertkit.models import attention_model, bucket_length, build_transformer_model, pad_to_bucket
+from bertkit.data import bucket_length, pad_to_bucket
+from bertkit.models import attention_model, build_transformer_model
 from test_models import config_file, numpy_bert, padded_batch, real_positions
 
 
@@ -26,6 +27,9 @@ def test_pad_to_bucket_pads_on_the_right_and_keeps_the_structure():
     assert isinstance(pad_to_bucket([token_ids], (8,)), list)
     with pytest.raises(ValueError, match=r"\[batch, length\]"):
         pad_to_bucket([token_ids, token_ids[:, :3]])
+    from bertkit import models
+
+    assert models.pad_to_bucket is pad_to_bucket  # still importable from its old home
 
 
 @pytest.mark.parametrize("model_type", ["bert", "albert"])
