@@ -139,7 +139,7 @@ def load_vocab(dict_path, encoding="utf-8", simplified=False, startswith=None):
 
 
 def save_vocab(dict_path, token_dict, encoding="utf-8"):
-    """Writes `{token: id}` as a `vocab.txt` (ids must be 0, 1, ..., n-1).
+    """Writes `{token: id}` as a `vocab.txt` (ids must be 0, 1, ..., n-1), atomically.
 
     Example:
         >>> token_dict, keep_tokens = load_vocab('vocab.txt', simplified=True)  # doctest: +SKIP
@@ -149,12 +149,13 @@ def save_vocab(dict_path, token_dict, encoding="utf-8"):
     if [index for _, index in items] != list(range(len(items))):
         raise ValueError("token_dict ids must be 0..%d without gaps to be saved "
                          "as one token a line" % (len(items) - 1))
-    with open(os.fspath(dict_path), "w", encoding=encoding) as writer:
-        for token, _ in items:
-            if "\n" in token or token != token.strip():
-                raise ValueError("token %r cannot be written as a vocabulary line"
-                                 % token)
-            writer.write(token + "\n")
+    for token, _ in items:  # every token checked before the file is touched
+        if "\n" in token or token != token.strip():
+            raise ValueError("token %r cannot be written as a vocabulary line" % token)
+    path = os.fspath(dict_path)
+    with open(path + ".tmp", "w", encoding=encoding) as writer:
+        writer.writelines(token + "\n" for token, _ in items)
+    os.replace(path + ".tmp", path)  # atomic: a reader never sees half a vocabulary
 
 
 class _WordCache(dict):

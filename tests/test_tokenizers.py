@@ -377,6 +377,10 @@ def test_simplified_vocab_round_trip(tmp_path, small_vocab):
         assert [keep_tokens[i] for i in simplified.encode(text)[0]] == full.encode(text)[0]
     save_vocab(tmp_path / "simplified.txt", token_dict)
     assert load_vocab(tmp_path / "simplified.txt") == token_dict
+    with pytest.raises(ValueError, match="cannot be written as a vocabulary line"):
+        save_vocab(tmp_path / "simplified.txt", dict(token_dict, **{" bad": len(token_dict)}))
+    assert load_vocab(tmp_path / "simplified.txt") == token_dict  # the old file is intact
+    assert not (tmp_path / "simplified.txt.tmp").exists()
 
     token_dict, keep_tokens = load_vocab(path, simplified=True, startswith=["[CLS]", "[UNK]"])
     assert token_dict["[CLS]"] == 0 and token_dict["[UNK]"] == 1 and "[PAD]" not in token_dict
