@@ -101,12 +101,29 @@ def print_random_checkpoint_note(what):
           f"(e.g. Google's chinese_L-12_H-768_A-12) for real results.")
 
 
+def write_lines_atomically(path, lines):
+    """Writes ``lines`` to ``path``, one a line, in UTF-8.
+
+    The text goes to ``path + ".tmp"`` first and is renamed over ``path``, so a reader
+    (or a rerun after a crash) sees the old file or the new one, never half of one; if
+    ``lines`` raises, ``path`` is left as it was and the temporary file is removed.
+    """
+    tmp_path = path + ".tmp"
+    try:
+        with open(tmp_path, "w", encoding="utf-8") as f:
+            for line in lines:
+                f.write(line + "\n")
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+
+
 def save_run(output_dir, run):
     """Writes ``run`` (what ``--predict`` needs to rebuild the model) atomically."""
-    path = os.path.join(output_dir, RUN_FILE)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(run, f, indent=2, ensure_ascii=False)
-    os.replace(path + ".tmp", path)
+    write_lines_atomically(os.path.join(output_dir, RUN_FILE),
+                           [json.dumps(run, indent=2, ensure_ascii=False)])
 
 
 def load_run(output_dir):

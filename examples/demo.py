@@ -11,6 +11,7 @@ import os
 from bertkit.checkpoints import save_checkpoint_dir
 from bertkit.models import build_transformer_model
 from bertkit.tokenizers import Tokenizer
+from common import write_lines_atomically
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_DIR = os.path.join(REPO_ROOT, "checkpoints", "demo")
@@ -69,9 +70,7 @@ def ensure_demo_checkpoint(directory=None):
     if vocab_path is None:
         os.makedirs(directory, exist_ok=True)
         vocab_path = os.path.join(directory, "vocab.txt")
-        with open(vocab_path + ".tmp", "w", encoding="utf-8") as f:
-            f.write("\n".join(builtin_vocab_tokens()) + "\n")
-        os.replace(vocab_path + ".tmp", vocab_path)
+        write_lines_atomically(vocab_path, builtin_vocab_tokens())
     make_random_checkpoint(directory, vocab_path, **DEMO_CONFIG)
     print(f"Created a small RANDOM BERT checkpoint in {directory} (vocab: {vocab_path}).")
     return paths

@@ -51,7 +51,8 @@ from bertkit.models import build_transformer_model  # noqa: E402
 from bertkit.tokenizers import Tokenizer  # noqa: E402
 from common import (WEIGHTS_FILE, add_checkpoint_arguments, add_fine_tuning_arguments,  # noqa: E402
                     build_optimizer, check_fine_tuning_arguments, dtype_policy, load_run,
-                    print_random_checkpoint_note, reinitialize_blocks, save_run)
+                    print_random_checkpoint_note, reinitialize_blocks, save_run,
+                    write_lines_atomically)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PREDICTIONS_FILE = "valid_predictions.jsonl"
@@ -408,10 +409,8 @@ class TripleEvaluator(Evaluator):
 
 
 def write_jsonl(path, records):
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(path + ".tmp", path)
+    """Writes ``records`` as JSON lines, atomically."""
+    write_lines_atomically(path, (json.dumps(r, ensure_ascii=False) for r in records))
 
 
 # -- commands ---------------------------------------------------------------------------
@@ -518,10 +517,8 @@ def predict(args):
 def write_train_texts(args):
     """Writes the training split's texts, one a line (atomically); returns their count."""
     train_items, _ = load_splits(args)
-    with open(args.write_train_texts + ".tmp", "w", encoding="utf-8") as f:
-        for item in train_items:
-            f.write(" ".join(item["text"].splitlines()) + "\n")
-    os.replace(args.write_train_texts + ".tmp", args.write_train_texts)
+    write_lines_atomically(args.write_train_texts,
+                           (" ".join(item["text"].splitlines()) for item in train_items))
     print(f"{len(train_items)} training texts written to {args.write_train_texts}")
     return len(train_items)
 

@@ -566,3 +566,19 @@ def test_random_checkpoint_has_a_row_for_every_vocabulary_line(tmp_path):
                                                     num_attention_heads=2, intermediate_size=8)
     with open(config_path, encoding="utf-8") as f:
         assert json.load(f)["vocab_size"] == 7
+
+
+def test_write_lines_atomically_replaces_whole_or_keeps_the_old_file(tmp_path):
+    import common
+    path = str(tmp_path / "out.txt")
+    common.write_lines_atomically(path, ["一", "two"])
+    assert open(path, encoding="utf-8").read() == "一\ntwo\n"
+
+    def failing_lines():
+        yield "half"
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        common.write_lines_atomically(path, failing_lines())
+    assert open(path, encoding="utf-8").read() == "一\ntwo\n"
+    assert os.listdir(tmp_path) == ["out.txt"]
