@@ -92,7 +92,9 @@ def parse_args(argv=None):
     p.add_argument("--finetune-dropout", type=float, default=None,
                    help="the dropout written into the checkpoint's bert_config.json, which "
                         "fine-tuning uses (default: --config's, else 0.1)")
-    p.add_argument("--maxlen", type=int, default=128)
+    p.add_argument("--maxlen", type=int, default=128,
+                   help="tokens a packed sequence (under an hour's budget keep 128: 256-token "
+                        "sequences kept a small model on its early plateau for the whole run)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--grad-accum-steps", type=int, default=1,
                    help="update every N batches with their mean gradient")
