@@ -42,6 +42,9 @@ def add_fine_tuning_arguments(parser, epochs, lr_help):
     parser.add_argument("--warmup-steps", type=int, default=None,
                         help="linear warm-up steps (default: 10%% of training)")
     parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--dropout", type=float, default=None,
+                        help="dropout rate inside the encoder (hidden and attention), instead "
+                             "of the config's")
     parser.add_argument("--ema", type=float, default=0.0, metavar="MOMENTUM",
                         help="evaluate and keep an exponential moving average of the "
                              "weights, e.g. 0.999 (0: off)")
@@ -70,6 +73,8 @@ def check_fine_tuning_arguments(parser, args, checkpoint_optional=False):
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if not 0 <= args.ema < 1:
         parser.error("--ema must be in [0, 1)")
+    if args.dropout is not None and not 0 <= args.dropout < 1:
+        parser.error("--dropout must be in [0, 1)")
     if args.reinit_top_blocks < 0:
         parser.error("--reinit-top-blocks must be >= 0")
 
@@ -77,6 +82,13 @@ def check_fine_tuning_arguments(parser, args, checkpoint_optional=False):
 def dtype_policy(args):
     """The Keras dtype policy of ``--mixed-precision`` (None: the global policy)."""
     return DTYPE_POLICIES[args.mixed_precision]
+
+
+def encoder_overrides(args):
+    """Config overrides for ``build_transformer_model`` from ``--dropout`` (none if unset)."""
+    if getattr(args, "dropout", None) is None:
+        return {}
+    return dict(hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout)
 
 
 def reinitialize_blocks(args, encoder):

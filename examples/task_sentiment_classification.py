@@ -28,8 +28,9 @@ from bertkit.heads import ClassificationHead  # noqa: E402
 from bertkit.models import build_transformer_model  # noqa: E402
 from bertkit.tokenizers import Tokenizer  # noqa: E402
 from common import (WEIGHTS_FILE, add_checkpoint_arguments, add_fine_tuning_arguments,  # noqa: E402
-                    build_optimizer, check_fine_tuning_arguments, dtype_policy, load_run,
-                    print_random_checkpoint_note, reinitialize_blocks, save_run)
+                    build_optimizer, check_fine_tuning_arguments, dtype_policy,
+                    encoder_overrides, load_run, print_random_checkpoint_note,
+                    reinitialize_blocks, save_run)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -44,7 +45,8 @@ def parse_args(argv=None):
         p, epochs=5, lr_help="peak learning rate (default: 5e-5 for a given checkpoint, 1e-3 "
                              "for the random demo checkpoint, which has nothing to preserve)")
     p.add_argument("--pooling", default="cls", choices=ClassificationHead.POOLINGS)
-    p.add_argument("--dropout", type=float, default=0.1, help="dropout before the classifier")
+    p.add_argument("--classifier-dropout", type=float, default=0.1,
+                   help="dropout on the pooled vector, before the classifier (default 0.1)")
     p.add_argument("--skip-bad-lines", action="store_true",
                    help="skip malformed data lines with a count instead of stopping")
     p.add_argument("--output-dir", default=os.path.join("outputs", "sentiment"))
@@ -52,6 +54,8 @@ def parse_args(argv=None):
                    help="classify TEXTs with the weights saved in --output-dir")
     args = p.parse_args(argv)
     check_fine_tuning_arguments(p, args)
+    if not 0 <= args.classifier_dropout < 1:
+        p.error("--classifier-dropout must be in [0, 1)")
     return args
 
 
@@ -129,11 +133,12 @@ def build_classifier(args, num_classes, checkpoint=None):
     """The encoder (from the checkpoint when given) with a classification head."""
     dtype = dtype_policy(args)
     encoder = build_transformer_model(args.config, checkpoint, model=args.model,
-                                      with_pool=args.pooling == "pooler", dtype=dtype)
+                                      with_pool=args.pooling == "pooler", dtype=dtype,
+                                      **encoder_overrides(args))
     if checkpoint:
         reinitialize_blocks(args, encoder)
-    head = ClassificationHead(num_classes, pooling=args.pooling, dropout_rate=args.dropout,
-                              name="Classifier", dtype=dtype)
+    head = ClassificationHead(num_classes, pooling=args.pooling,
+                              dropout_rate=args.classifier_dropout, name="Classifier", dtype=dtype)
     return head.attach(encoder, name="sentiment_classifier")
 
 
@@ -215,14 +220,18 @@ def run_settings(args, num_classes):
     """What ``--predict`` needs to rebuild the model (paths are stored absolute)."""
     return {"config": os.path.abspath(args.config), "vocab": os.path.abspath(args.vocab),
             "model": args.model, "do_lower_case": args.do_lower_case, "maxlen": args.maxlen,
-            "pooling": args.pooling, "dropout": args.dropout, "num_classes": num_classes}
+            "pooling": args.pooling, "dropout": args.dropout,
+            "classifier_dropout": args.classifier_dropout, "num_classes": num_classes}
 
 
 def predict(args):
     """Prints the label and its probability for each text, from the saved weights."""
     run, weights_path = load_run(args.output_dir)
-    for key in ("config", "vocab", "model", "do_lower_case", "maxlen", "pooling", "dropout"):
+    for key in ("config", "vocab", "model", "do_lower_case", "maxlen", "pooling"):
         setattr(args, key, run[key])
+    # Dropout is inactive at inference; the rates only rebuild the same layers.
+    args.dropout = run.get("dropout")
+    args.classifier_dropout = run.get("classifier_dropout", 0.1)
     tokenizer = Tokenizer(args.vocab, do_lower_case=args.do_lower_case)
     model = build_classifier(args, run["num_classes"])
     model.load_weights(weights_path)

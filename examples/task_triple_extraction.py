@@ -50,9 +50,9 @@ from bertkit.extraction import (TripleExtractor, object_labels, sample_subject, 
 from bertkit.models import build_transformer_model  # noqa: E402
 from bertkit.tokenizers import Tokenizer  # noqa: E402
 from common import (WEIGHTS_FILE, add_checkpoint_arguments, add_fine_tuning_arguments,  # noqa: E402
-                    build_optimizer, check_fine_tuning_arguments, dtype_policy, load_run,
-                    print_random_checkpoint_note, reinitialize_blocks, save_run,
-                    write_lines_atomically)
+                    build_optimizer, check_fine_tuning_arguments, dtype_policy,
+                    encoder_overrides, load_run, print_random_checkpoint_note,
+                    reinitialize_blocks, save_run, write_lines_atomically)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PREDICTIONS_FILE = "valid_predictions.jsonl"
@@ -84,9 +84,6 @@ def parse_args(argv=None):
         p, epochs=20, lr_help="peak learning rate (default: 5e-5 from a pretrained "
                               "checkpoint, 1e-3 from a random one, the demo's or "
                               "--random-model's)")
-    p.add_argument("--dropout", type=float, default=None,
-                   help="dropout rate inside the encoder (hidden and attention), instead of "
-                        "the config's")
     p.add_argument("--swap-subjects", type=float, default=0.0, metavar="PROB",
                    help="rename a text's subject after another training subject with this "
                         "probability (augmentation for small data; 0: off)")
@@ -117,8 +114,6 @@ def check_args(parser, args):
         if args.reinit_top_blocks:
             parser.error("--reinit-top-blocks applies to a checkpoint; a --random-model "
                          "starts afresh already")
-    if args.dropout is not None and not 0 <= args.dropout < 1:
-        parser.error("--dropout must be in [0, 1)")
     if not 0 <= args.swap_subjects <= 1:
         parser.error("--swap-subjects must be in [0, 1]")
     if args.valid_split is not None and not 0 < args.valid_split < 1:
@@ -340,13 +335,9 @@ class TripleGenerator(DataGenerator):
 
 def build_extractor(args, predicates, checkpoint=None):
     """The encoder (from the checkpoint when given) with the two pointer heads."""
-    overrides = {}
-    if getattr(args, "dropout", None) is not None:
-        overrides = dict(hidden_dropout_prob=args.dropout,
-                         attention_probs_dropout_prob=args.dropout)
     dtype = dtype_policy(args)
     encoder = build_transformer_model(args.config, checkpoint, model=args.model, dtype=dtype,
-                                      **overrides)
+                                      **encoder_overrides(args))
     if checkpoint:
         reinitialize_blocks(args, encoder)
     return TripleExtractor(encoder, predicates, dtype=dtype)

@@ -110,6 +110,44 @@ def test_reinit_top_blocks_flag_restarts_only_the_last_blocks(demo_dir, capsys):
     assert "a --random-model starts afresh already" in capsys.readouterr().err
 
 
+def _dropout_rates(layer):
+    """The set of rates of every Dropout layer inside ``layer``, nested ones included."""
+    return {sub.rate for sub in layer._flatten_layers() if type(sub).__name__ == "Dropout"}
+
+
+def test_dropout_flags_mean_the_same_in_both_fine_tuning_examples(demo_dir, capsys):
+    import task_sentiment_classification as sentiment
+    import task_triple_extraction as triples
+    from demo import ensure_demo_checkpoint
+
+    config, checkpoint, vocab = ensure_demo_checkpoint()
+    paths = ["--config", config, "--checkpoint", checkpoint, "--vocab", vocab]
+    with open(config) as f:
+        config_rate = json.load(f)["hidden_dropout_prob"]
+
+    def encoder_and_head_rates(model, head_name):
+        encoder = set()
+        for layer in model.layers:
+            if layer.name != head_name:
+                encoder |= _dropout_rates(layer)
+        return encoder, _dropout_rates(model.get_layer(head_name))
+
+    model = sentiment.build_classifier(sentiment.parse_args(paths), 2)
+    assert encoder_and_head_rates(model, "Classifier") == ({config_rate}, {0.1})
+    args = sentiment.parse_args(paths + ["--dropout", "0.05", "--classifier-dropout", "0.3"])
+    model = sentiment.build_classifier(args, 2)
+    assert encoder_and_head_rates(model, "Classifier") == ({0.05}, {0.3})
+
+    args = triples.parse_args(paths + ["--dropout", "0.05"])
+    assert _dropout_rates(triples.build_extractor(args, ["p"]).model) == {0.05}
+
+    for module, flag in ((sentiment, "--dropout"), (sentiment, "--classifier-dropout"),
+                         (triples, "--dropout")):
+        with pytest.raises(SystemExit):
+            module.parse_args(paths + [flag, "1"])
+        assert f"{flag} must be in [0, 1)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("bad_line, message", [
     ("no tab here", "tiny.train.data:2: no tab"),
     ("好\tpositive", "tiny.train.data:2: label 'positive' is not a non-negative integer"),
