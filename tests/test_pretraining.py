@@ -244,9 +244,16 @@ def test_pretraining_model_round_trips_through_keras_file(tmp_path):
 
     model = pretraining.build_pretraining_model(tiny_builder(), max_predictions=3)
     pretraining.compile_pretraining_model(model, "adam")
+    x = [np.array([[CLS, 5, 6, 7, SEP]]), np.zeros((1, 5), "int32"), np.array([[1, 3, 0]])]
+    # One real step, so that the optimizer's moments exist and travel with the file.
+    model.train_on_batch(x, np.array([[6, 7, 0]]), sample_weight=np.array([[1., 1., 0.]]))
     path = str(tmp_path / "mlm.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
-    x = [np.array([[CLS, 5, 6, 7, SEP]]), np.zeros((1, 5), "int32"), np.array([[1, 3, 0]])]
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
                                atol=1e-6)
+    assert int(loaded.optimizer.iterations) == 1
+    saved_moments = {v.path: keras.ops.convert_to_numpy(v) for v in model.optimizer.variables}
+    for variable in loaded.optimizer.variables:
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable),
+                                      saved_moments[variable.path])
