@@ -195,6 +195,27 @@ def test_gathered_loss_matches_dense_numpy_reference():
     np.testing.assert_allclose(again, [loss, accuracy], rtol=1e-6)
 
 
+def test_masked_lm_accuracy_is_argmax_accuracy_over_weighted_slots():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(3, 4, 50)).astype("float32")
+    labels = rng.integers(0, 50, size=(3, 4)).astype("int32")
+    labels[0, :2] = logits[0, :2].argmax(-1)  # some hits for certain
+    weights = (rng.random((3, 4)) > 0.3).astype("float32")
+    weights[0, :2] = 1.0
+    hits = (logits.argmax(-1) == labels).astype("float64")
+    expected = (hits * weights).sum() / weights.sum()
+
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(
+        pretraining.label_logit_is_max(labels, logits)), hits)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(
+        pretraining.label_logit_is_max(labels[..., None], logits)), hits)
+    metric = pretraining.MaskedLMAccuracy()
+    metric.update_state(labels, logits, sample_weight=weights)
+    np.testing.assert_allclose(float(metric.result()), expected, rtol=1e-6)
+    again = pretraining.MaskedLMAccuracy.from_config(metric.get_config())
+    assert again.name == "accuracy"
+
+
 def test_pretraining_model_needs_mlm_head():
     builder = build_transformer_model(TINY_CONFIG, return_keras_model=False)
     with pytest.raises(ValueError, match="with_mlm"):
