@@ -26,7 +26,9 @@ dropped. ``--repeat`` up-weights a file: ``--corpus reviews.tsv task_texts.txt
 in-domain task corpus (``task_triple_extraction.py --valid-split 0.1 --write-train-texts
 task_texts.txt`` writes the triple task's training split, without its validation texts).
 ``--total-steps`` sets the length of the run, and with it the
-learning-rate schedule, independently of the epochs. Interrupted runs continue
+learning-rate schedule, independently of the epochs; ``--fit-schedule`` sets it from
+the speed of the first steps instead, so that the schedule ends within ``--minutes``
+whatever the machine. Interrupted runs continue
 with ``--resume`` from the last save (weights, optimizer state, step): the batches and
 masks of every step derive from ``--seed``, so with dropout off (the default) a resumed
 run ends with the same weights as an uninterrupted one. ``--minutes`` counts from each
@@ -62,6 +64,8 @@ from common import add_mixed_precision_argument, dtype_policy  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(HERE)
 STATE_FILE = "pretraining_state.h5"
+PROBE_WARMUP = 10  # steps --fit-schedule leaves untimed: the first ones trace the graph
+SCHEDULE_MARGIN = 0.97  # the share of the measured budget --fit-schedule plans for
 SAMPLE_CORPUS = [os.path.join(HERE, "data", "sentiment.train.data"),
                  os.path.join(HERE, "data", "spo.train.json")]
 
@@ -120,6 +124,14 @@ def parse_args(argv=None):
                    help="length of the run in batches, over which the learning rate decays "
                         "to 0 (default: --epochs passes); fit it to --minutes so that the "
                         "run ends on the low learning rates, where most of the loss falls")
+    p.add_argument("--fit-schedule", action="store_true",
+                   help="with --minutes: time the first --probe-steps steps, then end the "
+                        "learning-rate schedule at the step the budget reaches at that "
+                        "speed, so that it decays to 0 within the budget on any machine "
+                        "(--total-steps, if given, is then the most it may reach)")
+    p.add_argument("--probe-steps", type=int, default=60, metavar="STEPS",
+                   help="steps timed by --fit-schedule (the first 10 are not counted: "
+                        "they include tracing)")
     p.add_argument("--max-steps", type=int, default=None,
                    help="stop (and save) at this step, leaving the schedule as it is "
                         "(an interruption that --resume continues)")
@@ -146,11 +158,15 @@ def parse_args(argv=None):
     if args.initializer_range <= 0:
         p.error(f"--initializer-range must be > 0, got {args.initializer_range}")
     for name in ("maxlen", "batch_size", "epochs", "grad_accum_steps", "save_every",
-                 "total_steps", "max_steps"):
+                 "total_steps", "max_steps", "probe_steps"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.init_checkpoint and not (args.config and args.vocab):
         p.error("--init-checkpoint needs the checkpoint's --config and --vocab")
+    if args.fit_schedule and args.minutes is None:
+        p.error("--fit-schedule fits the schedule to --minutes; give --minutes")
+    if args.fit_schedule and args.probe_steps <= PROBE_WARMUP:
+        p.error(f"--probe-steps must exceed the {PROBE_WARMUP} untimed warm-up steps")
     if not 0 <= args.holdout < 1:
         p.error("--holdout must be in [0, 1)")
     if args.repeat is None:
@@ -261,19 +277,49 @@ def model_config(args, vocab_size):
     return pretrain, written
 
 
-def build_optimizer(args, total_updates):
-    """Adam with decoupled weight decay (not on norms and biases), warm-up and linear
-    decay, gradient clipping, and optional gradient accumulation."""
+def lr_schedule_for(args, total_updates):
+    """The piecewise-linear learning-rate factor: warm-up to 1, then linear decay to 0
+    at ``total_updates`` (optimizer updates, so steps over ``--grad-accum-steps``)."""
     warmup = args.warmup_steps
     if warmup is None:
         warmup = max(1, min(1000, total_updates // 10))
     warmup = min(warmup, max(1, total_updates - 1))
+    return {warmup: 1.0, max(warmup + 1, total_updates): 0.0}
+
+
+def fitted_total_steps(step, seconds_left, seconds_per_step, evaluation_share=0.0,
+                       upper_bound=None):
+    """The step a time budget reaches: ``step`` plus what ``seconds_left`` affords.
+
+    Args:
+        step: steps done so far.
+        seconds_left: training time left in the budget.
+        seconds_per_step: the measured speed.
+        evaluation_share: held-out evaluation and saving as a share of training time
+            (each epoch's held-out pass costs about a third of a step a batch).
+        upper_bound: the most the result may be (``--total-steps``), or None.
+
+    Returns:
+        At least ``step + 1``; :data:`SCHEDULE_MARGIN` of the affordable steps, so that a
+        machine slowing down a little still reaches the end of the schedule.
+    """
+    if seconds_per_step <= 0:
+        raise ValueError(f"seconds_per_step must be > 0, got {seconds_per_step}")
+    affordable = SCHEDULE_MARGIN * max(0.0, seconds_left) / (
+        seconds_per_step * (1.0 + evaluation_share))
+    total = step + max(1, int(affordable))
+    return total if upper_bound is None else min(total, upper_bound)
+
+
+def build_optimizer(args, total_updates):
+    """Adam with decoupled weight decay (not on norms and biases), warm-up and linear
+    decay, gradient clipping, and optional gradient accumulation."""
     optimizer_class = optimizers.extend_with_piecewise_linear_lr(
         optimizers.extend_with_weight_decay(keras.optimizers.Adam))
     kwargs = dict(learning_rate=args.lr, beta_2=args.beta_2, epsilon=1e-6,
                   global_clipnorm=args.clip_norm or None, weight_decay_rate=args.weight_decay,
                   exclude_from_weight_decay=["Norm", "bias"],
-                  lr_schedule={warmup: 1.0, max(warmup + 1, total_updates): 0.0})
+                  lr_schedule=lr_schedule_for(args, total_updates))
     if args.grad_accum_steps > 1:
         optimizer_class = optimizers.extend_with_gradient_accumulation(optimizer_class)
         kwargs["grad_accum_steps"] = args.grad_accum_steps
@@ -283,10 +329,13 @@ def build_optimizer(args, total_updates):
 # -- saving and resuming ----------------------------------------------------------------
 
 
-def save_state(path, builder, optimizer, step):
-    """Weights, optimizer variables and the step count, written atomically."""
+def save_state(path, builder, optimizer, step, total_steps=None):
+    """Weights, optimizer variables, the step count and the schedule's length (the one
+    ``--fit-schedule`` chose, which a resumed run keeps), written atomically."""
     with h5py.File(path + ".tmp", "w") as f:
         f.attrs["step"] = int(step)
+        if total_steps is not None:
+            f.attrs["total_steps"] = int(total_steps)
         for group, variables in (("weights", builder.model.weights),
                                  ("optimizer", optimizer.variables)):
             g = f.create_group(group)
@@ -310,13 +359,23 @@ def load_state(path, builder, optimizer):
         return int(f.attrs["step"])
 
 
+def saved_total_steps(path):
+    """The schedule length a save records, or None (no save, or saved without one)."""
+    if not os.path.isfile(path):
+        return None
+    with h5py.File(path, "r") as f:
+        return int(f.attrs["total_steps"]) if "total_steps" in f.attrs else None
+
+
 class SaveAndStop(keras.callbacks.Callback):
     """Saves the checkpoint directory and the resume state; stops at a time or step limit.
 
-    Saves every ``save_every`` steps, at each epoch end and when training stops.
+    Saves every ``save_every`` steps, at each epoch end and when training stops. With
+    ``probe_steps``, also pauses training after that many steps and leaves the
+    measured speed in ``seconds_per_step`` (the warm-up steps not counted).
     """
 
-    def __init__(self, args, builder, vocab_path, step, total, config=None):
+    def __init__(self, args, builder, vocab_path, step, total, config=None, probe_steps=0):
         super().__init__()
         self.args, self.builder, self.vocab_path = args, builder, vocab_path
         self.total = total
@@ -324,6 +383,9 @@ class SaveAndStop(keras.callbacks.Callback):
         self.step, self.saved_step = step, step
         self.deadline = None if args.minutes is None else time.time() + 60 * args.minutes
         self.stopped = False
+        self.probe_start = step + PROBE_WARMUP if probe_steps else None
+        self.probe_end = step + probe_steps if probe_steps else None
+        self.probe_clock, self.seconds_per_step = None, None
 
     def save(self):
         if self.saved_step == self.step:
@@ -331,7 +393,7 @@ class SaveAndStop(keras.callbacks.Callback):
         save_checkpoint_dir(self.builder, self.args.output_dir, config=self.config,
                             vocab_path=self.vocab_path)
         save_state(os.path.join(self.args.output_dir, STATE_FILE), self.builder,
-                   self.model.optimizer, self.step)
+                   self.model.optimizer, self.step, self.total)
         self.saved_step = self.step
 
     def on_train_batch_end(self, batch, logs=None):
@@ -342,6 +404,13 @@ class SaveAndStop(keras.callbacks.Callback):
         stop_step = min(self.total, self.args.max_steps or self.total)
         if out_of_time or self.step >= stop_step:
             self.stopped = self.model.stop_training = True
+        elif self.step == self.probe_start:
+            self.probe_clock = time.time()
+        elif self.step == self.probe_end:
+            self.seconds_per_step = (time.time() - self.probe_clock) / (
+                self.probe_end - self.probe_start)
+            self.probe_start = self.probe_end = None
+            self.model.stop_training = True  # main() refits the schedule, then goes on
 
     def on_epoch_end(self, epoch, logs=None):
         self.save()
@@ -382,18 +451,25 @@ def main(argv=None):
     steps = len(data)
     total = args.total_steps or steps * args.epochs
     args.epochs = -(-total // steps)  # the last pass may be cut short by --total-steps
+    state_path = os.path.join(args.output_dir, STATE_FILE)
+    fit_schedule = args.fit_schedule
+    if args.resume and saved_total_steps(state_path) is not None:
+        total = saved_total_steps(state_path)  # a fitted schedule stays as it was
+        fit_schedule = False
+        args.epochs = -(-total // steps)
     optimizer = build_optimizer(args, total // args.grad_accum_steps)
     pretraining.compile_pretraining_model(model, optimizer)
     os.makedirs(args.output_dir, exist_ok=True)
     step = 0
     if args.resume:
         optimizer.build(model.trainable_variables)
-        step = load_state(os.path.join(args.output_dir, STATE_FILE), builder, optimizer)
+        step = load_state(state_path, builder, optimizer)
         print(f"resumed at step {step} of {total}")
     print(f"{data.num_sequences} sequences of {args.maxlen} tokens, {steps} steps an epoch, "
           f"{total} in all; {data.max_predictions} prediction slots a sequence")
 
-    saver = SaveAndStop(args, builder, args.vocab, step, total, written_config)
+    saver = SaveAndStop(args, builder, args.vocab, step, total, written_config,
+                        probe_steps=args.probe_steps if fit_schedule else 0)
     start, history = time.time(), {}
     while step < total and not saver.stopped:
         epoch, offset = divmod(step, steps)
@@ -405,6 +481,17 @@ def main(argv=None):
                         verbose=args.verbose, shuffle=False)
         history = {k: v[-1] for k, v in fit.history.items()}
         step = saver.step
+        if saver.seconds_per_step is not None:  # the probe ended: fit the schedule
+            evaluation = 0.0 if validation is None else len(validation[1]) / (3 * len(data))
+            total = fitted_total_steps(step, saver.deadline - time.time(),
+                                       saver.seconds_per_step, evaluation, args.total_steps)
+            optimizer.lr_schedule = lr_schedule_for(args, total // args.grad_accum_steps)
+            model.train_function = None  # retrace: the schedule is part of the traced step
+            print(f"--fit-schedule: {saver.seconds_per_step:.3f} s/step, so the schedule "
+                  f"now ends at step {total} ({SCHEDULE_MARGIN:.0%} of what the budget "
+                  f"left affords)")
+            saver.total, saver.seconds_per_step = total, None
+            args.epochs = -(-total // steps)
     saver.save()
     if validation is not None and step % steps:  # stopped mid-epoch: score the end too
         x, labels, weights = validation

@@ -620,3 +620,43 @@ def test_write_lines_atomically_replaces_whole_or_keeps_the_old_file(tmp_path):
         common.write_lines_atomically(path, failing_lines())
     assert open(path, encoding="utf-8").read() == "一\ntwo\n"
     assert os.listdir(tmp_path) == ["out.txt"]
+
+
+def test_fitted_total_steps_is_what_the_budget_affords():
+    import pretrain_mlm
+
+    margin = pretrain_mlm.SCHEDULE_MARGIN
+    # 1000 s left at 2 s a step, evaluation adding a quarter: 400 steps, less the margin.
+    assert pretrain_mlm.fitted_total_steps(100, 1000.0, 2.0, 0.25) == 100 + int(margin * 400)
+    assert pretrain_mlm.fitted_total_steps(100, 1000.0, 2.0) == 100 + int(margin * 500)
+    assert pretrain_mlm.fitted_total_steps(100, 1000.0, 2.0, upper_bound=300) == 300
+    assert pretrain_mlm.fitted_total_steps(100, -5.0, 2.0) == 101  # out of time already
+    with pytest.raises(ValueError, match="seconds_per_step"):
+        pretrain_mlm.fitted_total_steps(0, 10.0, 0.0)
+
+
+def test_pretrain_example_fits_the_schedule_to_the_budget(demo_dir, tmp_path, capsys):
+    import pretrain_mlm
+
+    vocab, config_path = tiny_pretraining_setup(tmp_path)
+    out = str(tmp_path / "out")
+    with pytest.raises(SystemExit):
+        pretrain_mlm.parse_args(pretrain_args(vocab, config_path, out, "--fit-schedule"))
+    assert "give --minutes" in capsys.readouterr().err
+    # A schedule of 10**6 steps that 15 seconds cannot reach: the probe shortens it.
+    result = pretrain_mlm.main(pretrain_args(
+        vocab, config_path, out, "--fit-schedule", "--probe-steps", "15", "--minutes", "0.25",
+        "--total-steps", str(10 ** 6), "--warmup-steps", "3", "--save-every", "100000"))
+    schedule = result["model"].optimizer.lr_schedule
+    total = max(schedule)
+    assert 15 < total < 10 ** 6 and schedule[total] == 0.0 and schedule[3] == 1.0
+    assert 15 < result["step"] <= total
+    assert "the schedule now ends at step" in capsys.readouterr().out
+    # The save keeps the fitted length, which --resume takes instead of refitting.
+    state = os.path.join(out, pretrain_mlm.STATE_FILE)
+    assert pretrain_mlm.saved_total_steps(state) == total
+    resumed = pretrain_mlm.main(pretrain_args(
+        vocab, config_path, out, "--fit-schedule", "--probe-steps", "15", "--minutes", "0.05",
+        "--total-steps", str(10 ** 6), "--warmup-steps", "3", "--resume"))
+    assert max(resumed["model"].optimizer.lr_schedule) == total
+    assert "the schedule now ends" not in capsys.readouterr().out
