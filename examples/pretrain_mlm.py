@@ -27,8 +27,8 @@ in-domain task corpus (``task_triple_extraction.py --valid-split 0.1 --write-tra
 task_texts.txt`` writes the triple task's training split, without its validation texts).
 ``--total-steps`` sets the length of the run, and with it the
 learning-rate schedule, independently of the epochs; ``--fit-schedule`` sets it from
-the speed of the first steps instead, so that the schedule ends within ``--minutes``
-whatever the machine. Interrupted runs continue
+the measured speed instead (after the first steps, and again every epoch), so that the
+schedule ends within ``--minutes`` whatever the machine. Interrupted runs continue
 with ``--resume`` from the last save (weights, optimizer state, step): the batches and
 masks of every step derive from ``--seed``, so with dropout off (the default) a resumed
 run ends with the same weights as an uninterrupted one. ``--minutes`` counts from each
@@ -125,10 +125,12 @@ def parse_args(argv=None):
                         "to 0 (default: --epochs passes); fit it to --minutes so that the "
                         "run ends on the low learning rates, where most of the loss falls")
     p.add_argument("--fit-schedule", action="store_true",
-                   help="with --minutes: time the first --probe-steps steps, then end the "
-                        "learning-rate schedule at the step the budget reaches at that "
-                        "speed, so that it decays to 0 within the budget on any machine "
-                        "(--total-steps, if given, is then the most it may reach)")
+                   help="with --minutes: after --probe-steps and again at every epoch end, "
+                        "end the learning-rate schedule at the step the time left reaches "
+                        "at the speed just measured (going on from the current learning "
+                        "rate), so that it decays to 0 within the budget even when the "
+                        "machine's speed changes; --total-steps, if given, is the most it "
+                        "may reach")
     p.add_argument("--probe-steps", type=int, default=60, metavar="STEPS",
                    help="steps timed by --fit-schedule (the first 10 are not counted: "
                         "they include tracing)")
@@ -311,6 +313,30 @@ def fitted_total_steps(step, seconds_left, seconds_per_step, evaluation_share=0.
     return total if upper_bound is None else min(total, upper_bound)
 
 
+def schedule_factor(schedule, update):
+    """The piecewise-linear factor of ``schedule`` (``{update: factor}``, 0 at update 0
+    unless given, constant after the last point) at ``update``."""
+    points = sorted({0: 0.0, **{int(k): float(v) for k, v in schedule.items()}}.items())
+    for (t0, v0), (t1, v1) in zip(points[:-1], points[1:]):
+        if update < t1:
+            return v0 + (v1 - v0) * (update - t0) / (t1 - t0)
+    return points[-1][1]
+
+
+def refitted_schedule(schedule, update, total_updates):
+    """``schedule`` up to ``update``, then linear from its factor there to 0 at
+    ``total_updates``: no jump in the learning rate where the schedule is refitted.
+    Before the end of the warm-up only the end of the decay moves."""
+    points = sorted((int(k), float(v)) for k, v in schedule.items())
+    warmup = points[0][0]
+    if update <= warmup:
+        return {warmup: points[0][1], max(warmup + 1, total_updates): 0.0}
+    kept = {step: factor for step, factor in points if step < update}
+    kept[update] = schedule_factor(schedule, update)
+    kept[max(update + 1, total_updates)] = 0.0
+    return kept
+
+
 def build_optimizer(args, total_updates):
     """Adam with decoupled weight decay (not on norms and biases), warm-up and linear
     decay, gradient clipping, and optional gradient accumulation."""
@@ -330,12 +356,16 @@ def build_optimizer(args, total_updates):
 
 
 def save_state(path, builder, optimizer, step, total_steps=None):
-    """Weights, optimizer variables, the step count and the schedule's length (the one
-    ``--fit-schedule`` chose, which a resumed run keeps), written atomically."""
+    """Weights, optimizer variables, the step count, the run's length and the
+    learning-rate schedule (as ``--fit-schedule`` left them, which a resumed run
+    keeps), written atomically."""
     with h5py.File(path + ".tmp", "w") as f:
         f.attrs["step"] = int(step)
         if total_steps is not None:
             f.attrs["total_steps"] = int(total_steps)
+        if getattr(optimizer, "lr_schedule", None) is not None:
+            f.attrs["lr_schedule"] = json.dumps({int(k): float(v) for k, v
+                                                 in optimizer.lr_schedule.items()})
         for group, variables in (("weights", builder.model.weights),
                                  ("optimizer", optimizer.variables)):
             g = f.create_group(group)
@@ -359,23 +389,29 @@ def load_state(path, builder, optimizer):
         return int(f.attrs["step"])
 
 
-def saved_total_steps(path):
-    """The schedule length a save records, or None (no save, or saved without one)."""
+def saved_schedule(path):
+    """``(total steps, lr schedule)`` a save records, or ``(None, None)``."""
     if not os.path.isfile(path):
-        return None
+        return None, None
     with h5py.File(path, "r") as f:
-        return int(f.attrs["total_steps"]) if "total_steps" in f.attrs else None
+        total = int(f.attrs["total_steps"]) if "total_steps" in f.attrs else None
+        schedule = (None if "lr_schedule" not in f.attrs else
+                    {int(k): v for k, v in json.loads(f.attrs["lr_schedule"]).items()})
+        return total, schedule
 
 
 class SaveAndStop(keras.callbacks.Callback):
     """Saves the checkpoint directory and the resume state; stops at a time or step limit.
 
     Saves every ``save_every`` steps, at each epoch end and when training stops. With
-    ``probe_steps``, also pauses training after that many steps and leaves the
-    measured speed in ``seconds_per_step`` (the warm-up steps not counted).
+    ``fit_schedule``, also pauses training after ``probe_steps`` and at every epoch end
+    with the speed of the steps since the last pause in ``seconds_per_step`` (the
+    first :data:`PROBE_WARMUP` steps of each fit, which trace the graph, not counted),
+    so that ``main`` refits the schedule to the budget and goes on.
     """
 
-    def __init__(self, args, builder, vocab_path, step, total, config=None, probe_steps=0):
+    def __init__(self, args, builder, vocab_path, step, total, config=None,
+                 fit_schedule=False, probe_steps=0):
         super().__init__()
         self.args, self.builder, self.vocab_path = args, builder, vocab_path
         self.total = total
@@ -383,9 +419,10 @@ class SaveAndStop(keras.callbacks.Callback):
         self.step, self.saved_step = step, step
         self.deadline = None if args.minutes is None else time.time() + 60 * args.minutes
         self.stopped = False
-        self.probe_start = step + PROBE_WARMUP if probe_steps else None
-        self.probe_end = step + probe_steps if probe_steps else None
-        self.probe_clock, self.seconds_per_step = None, None
+        self.fit_schedule = fit_schedule
+        self.probe_end = step + probe_steps if fit_schedule and probe_steps else None
+        self.timed_from, self.clock, self.last_batch_end = None, None, None
+        self.seconds_per_step = None
 
     def save(self):
         if self.saved_step == self.step:
@@ -396,27 +433,53 @@ class SaveAndStop(keras.callbacks.Callback):
                    self.model.optimizer, self.step, self.total)
         self.saved_step = self.step
 
+    def on_train_begin(self, logs=None):
+        self.timed_from, self.clock, self.seconds_per_step = self.step + PROBE_WARMUP, None, None
+
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
+        self.last_batch_end = time.time()
+        if self.step == self.timed_from:
+            self.clock = self.last_batch_end
         if self.step % self.args.save_every == 0:
             self.save()
         out_of_time = self.deadline is not None and time.time() > self.deadline
         stop_step = min(self.total, self.args.max_steps or self.total)
         if out_of_time or self.step >= stop_step:
             self.stopped = self.model.stop_training = True
-        elif self.step == self.probe_start:
-            self.probe_clock = time.time()
         elif self.step == self.probe_end:
-            self.seconds_per_step = (time.time() - self.probe_clock) / (
-                self.probe_end - self.probe_start)
-            self.probe_start = self.probe_end = None
-            self.model.stop_training = True  # main() refits the schedule, then goes on
+            self.probe_end = None
+            self.pause_to_refit()
 
     def on_epoch_end(self, epoch, logs=None):
         self.save()
+        if self.fit_schedule and not self.stopped:
+            self.pause_to_refit()
+
+    def pause_to_refit(self):
+        if self.clock is not None and self.step > self.timed_from:
+            self.seconds_per_step = (self.last_batch_end - self.clock) / (
+                self.step - self.timed_from)
+            self.model.stop_training = True
 
 
 # -- main -------------------------------------------------------------------------------
+
+
+def refit_schedule(args, saver, optimizer, validation, steps_an_epoch):
+    """Ends the schedule where the budget left reaches at the speed just measured;
+    returns the new total of steps."""
+    evaluation = 0.0 if validation is None else len(validation[1]) / (3 * steps_an_epoch)
+    total = fitted_total_steps(saver.step, saver.deadline - time.time(),
+                               saver.seconds_per_step, evaluation, args.total_steps)
+    accumulate = args.grad_accum_steps
+    optimizer.lr_schedule = refitted_schedule(optimizer.lr_schedule, saver.step // accumulate,
+                                              total // accumulate)
+    print(f"--fit-schedule: {saver.seconds_per_step:.3f} s/step at step {saver.step}, so the "
+          f"schedule now ends at step {total} ({SCHEDULE_MARGIN:.0%} of what the time left "
+          f"affords)")
+    saver.total, saver.seconds_per_step = total, None
+    return total
 
 
 def resolve_vocab(args):
@@ -452,12 +515,13 @@ def main(argv=None):
     total = args.total_steps or steps * args.epochs
     args.epochs = -(-total // steps)  # the last pass may be cut short by --total-steps
     state_path = os.path.join(args.output_dir, STATE_FILE)
-    fit_schedule = args.fit_schedule
-    if args.resume and saved_total_steps(state_path) is not None:
-        total = saved_total_steps(state_path)  # a fitted schedule stays as it was
-        fit_schedule = False
+    saved_total, schedule = saved_schedule(state_path) if args.resume else (None, None)
+    if saved_total is not None:  # a fitted schedule goes on from where it was
+        total = saved_total
         args.epochs = -(-total // steps)
     optimizer = build_optimizer(args, total // args.grad_accum_steps)
+    if schedule is not None:
+        optimizer.lr_schedule = schedule
     pretraining.compile_pretraining_model(model, optimizer)
     os.makedirs(args.output_dir, exist_ok=True)
     step = 0
@@ -469,7 +533,8 @@ def main(argv=None):
           f"{total} in all; {data.max_predictions} prediction slots a sequence")
 
     saver = SaveAndStop(args, builder, args.vocab, step, total, written_config,
-                        probe_steps=args.probe_steps if fit_schedule else 0)
+                        fit_schedule=args.fit_schedule,
+                        probe_steps=0 if args.resume else args.probe_steps)
     start, history = time.time(), {}
     while step < total and not saver.stopped:
         epoch, offset = divmod(step, steps)
@@ -481,16 +546,9 @@ def main(argv=None):
                         verbose=args.verbose, shuffle=False)
         history = {k: v[-1] for k, v in fit.history.items()}
         step = saver.step
-        if saver.seconds_per_step is not None:  # the probe ended: fit the schedule
-            evaluation = 0.0 if validation is None else len(validation[1]) / (3 * len(data))
-            total = fitted_total_steps(step, saver.deadline - time.time(),
-                                       saver.seconds_per_step, evaluation, args.total_steps)
-            optimizer.lr_schedule = lr_schedule_for(args, total // args.grad_accum_steps)
+        if saver.seconds_per_step is not None and not saver.stopped:
+            total = refit_schedule(args, saver, optimizer, validation, len(data))
             model.train_function = None  # retrace: the schedule is part of the traced step
-            print(f"--fit-schedule: {saver.seconds_per_step:.3f} s/step, so the schedule "
-                  f"now ends at step {total} ({SCHEDULE_MARGIN:.0%} of what the budget "
-                  f"left affords)")
-            saver.total, saver.seconds_per_step = total, None
             args.epochs = -(-total // steps)
     saver.save()
     if validation is not None and step % steps:  # stopped mid-epoch: score the end too

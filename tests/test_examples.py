@@ -635,6 +635,26 @@ def test_fitted_total_steps_is_what_the_budget_affords():
         pretrain_mlm.fitted_total_steps(0, 10.0, 0.0)
 
 
+def test_refitted_schedule_continues_without_a_jump():
+    import pretrain_mlm
+
+    factor, refit = pretrain_mlm.schedule_factor, pretrain_mlm.refitted_schedule
+    schedule = {100: 1.0, 1100: 0.0}  # warm-up to 1 at 100, then linear decay to 0 at 1100
+    assert [factor(schedule, u) for u in (0, 50, 100, 600, 1100, 2000)] == [
+        0.0, 0.5, 1.0, 0.5, 0.0, 0.0]
+    # At update 600 (factor 0.5) the budget turns out to reach only update 800.
+    shorter = refit(schedule, 600, 800)
+    assert shorter == {100: 1.0, 600: 0.5, 800: 0.0}
+    assert factor(shorter, 700) == 0.25 and factor(shorter, 400) == factor(schedule, 400)
+    # Refitted again later, longer this time: the past points stay.
+    longer = refit(shorter, 700, 1200)
+    assert longer == {100: 1.0, 600: 0.5, 700: 0.25, 1200: 0.0}
+    # During the warm-up only the end of the decay moves.
+    assert refit(schedule, 40, 5000) == {100: 1.0, 5000: 0.0}
+    # Never a schedule that ends before the step it is refitted at.
+    assert refit(schedule, 600, 300) == {100: 1.0, 600: 0.5, 601: 0.0}
+
+
 def test_pretrain_example_fits_the_schedule_to_the_budget(demo_dir, tmp_path, capsys):
     import pretrain_mlm
 
@@ -643,20 +663,20 @@ def test_pretrain_example_fits_the_schedule_to_the_budget(demo_dir, tmp_path, ca
     with pytest.raises(SystemExit):
         pretrain_mlm.parse_args(pretrain_args(vocab, config_path, out, "--fit-schedule"))
     assert "give --minutes" in capsys.readouterr().err
-    # A schedule of 10**6 steps that 15 seconds cannot reach: the probe shortens it.
+    # A schedule of 10**6 steps that 45 seconds cannot reach: the probe shortens it.
     result = pretrain_mlm.main(pretrain_args(
-        vocab, config_path, out, "--fit-schedule", "--probe-steps", "15", "--minutes", "0.25",
+        vocab, config_path, out, "--fit-schedule", "--probe-steps", "15", "--minutes", "0.75",
         "--total-steps", str(10 ** 6), "--warmup-steps", "3", "--save-every", "100000"))
     schedule = result["model"].optimizer.lr_schedule
     total = max(schedule)
     assert 15 < total < 10 ** 6 and schedule[total] == 0.0 and schedule[3] == 1.0
     assert 15 < result["step"] <= total
     assert "the schedule now ends at step" in capsys.readouterr().out
-    # The save keeps the fitted length, which --resume takes instead of refitting.
+    # The save keeps the fitted schedule, which --resume goes on with.
     state = os.path.join(out, pretrain_mlm.STATE_FILE)
-    assert pretrain_mlm.saved_total_steps(state) == total
+    assert pretrain_mlm.saved_schedule(state) == (total, schedule)
     resumed = pretrain_mlm.main(pretrain_args(
-        vocab, config_path, out, "--fit-schedule", "--probe-steps", "15", "--minutes", "0.05",
-        "--total-steps", str(10 ** 6), "--warmup-steps", "3", "--resume"))
-    assert max(resumed["model"].optimizer.lr_schedule) == total
+        vocab, config_path, out, "--minutes", "0.1", "--total-steps", str(10 ** 6),
+        "--warmup-steps", "3", "--resume"))
+    assert resumed["model"].optimizer.lr_schedule == schedule
     assert "the schedule now ends" not in capsys.readouterr().out
