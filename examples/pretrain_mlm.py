@@ -58,6 +58,7 @@ from bertkit import optimizers, pretraining  # noqa: E402
 from bertkit.checkpoints import save_checkpoint_dir  # noqa: E402
 from bertkit.config import BertConfig  # noqa: E402
 from bertkit.models import build_transformer_model  # noqa: E402
+from bertkit.schedules import _piecewise_linear, _schedule_points  # noqa: E402
 from bertkit.tokenizers import Tokenizer  # noqa: E402
 from common import add_mixed_precision_argument, dtype_policy  # noqa: E402
 
@@ -316,11 +317,10 @@ def fitted_total_steps(step, seconds_left, seconds_per_step, evaluation_share=0.
 def schedule_factor(schedule, update):
     """The piecewise-linear factor of ``schedule`` (``{update: factor}``, 0 at update 0
     unless given, constant after the last point) at ``update``."""
-    points = sorted({0: 0.0, **{int(k): float(v) for k, v in schedule.items()}}.items())
-    for (t0, v0), (t1, v1) in zip(points[:-1], points[1:]):
-        if update < t1:
-            return v0 + (v1 - v0) * (update - t0) / (t1 - t0)
-    return points[-1][1]
+    # The optimizer's own interpolation, so the refit continues from the very factor
+    # the traced step applies.
+    points = _schedule_points(schedule, "lr_schedule", with_zero=True)
+    return float(keras.ops.convert_to_numpy(_piecewise_linear(update, points)))
 
 
 def refitted_schedule(schedule, update, total_updates):
