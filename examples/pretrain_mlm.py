@@ -58,7 +58,7 @@ from bertkit import optimizers, pretraining  # noqa: E402
 from bertkit.checkpoints import save_checkpoint_dir  # noqa: E402
 from bertkit.config import BertConfig  # noqa: E402
 from bertkit.models import build_transformer_model  # noqa: E402
-from bertkit.schedules import _piecewise_linear, _schedule_points  # noqa: E402
+from bertkit.schedules import PiecewiseLinear  # noqa: E402
 from bertkit.tokenizers import Tokenizer  # noqa: E402
 from common import add_mixed_precision_argument, dtype_policy  # noqa: E402
 
@@ -319,8 +319,7 @@ def schedule_factor(schedule, update):
     unless given, constant after the last point) at ``update``."""
     # The optimizer's own interpolation, so the refit continues from the very factor
     # the traced step applies.
-    points = _schedule_points(schedule, "lr_schedule", with_zero=True)
-    return float(keras.ops.convert_to_numpy(_piecewise_linear(update, points)))
+    return float(keras.ops.convert_to_numpy(PiecewiseLinear(schedule)(update)))
 
 
 def refitted_schedule(schedule, update, total_updates):
