@@ -326,7 +326,7 @@ def refitted_schedule(schedule, update, total_updates):
     """``schedule`` up to ``update``, then linear from its factor there to 0 at
     ``total_updates``: no jump in the learning rate where the schedule is refitted.
     Before the end of the warm-up only the end of the decay moves."""
-    points = sorted((int(k), float(v)) for k, v in schedule.items())
+    points = sorted(PiecewiseLinear(schedule).schedule.items())  # validated, keys int
     warmup = points[0][0]
     if update <= warmup:
         return {warmup: points[0][1], max(warmup + 1, total_updates): 0.0}
