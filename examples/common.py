@@ -119,7 +119,11 @@ def write_lines_atomically(path, lines):
     The text goes to ``path + ".tmp"`` first and is renamed over ``path``, so a reader
     (or a rerun after a crash) sees the old file or the new one, never half of one; if
     ``lines`` raises, ``path`` is left as it was and the temporary file is removed.
+    A missing parent folder is created.
     """
+    folder = os.path.dirname(path)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
     tmp_path = path + ".tmp"
     try:
         with open(tmp_path, "w", encoding="utf-8") as f:

