@@ -14,6 +14,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from bertkit.data import DataGenerator
+from bertkit.storage import save_weights_atomically
 
 
 def progress(generator, random=False, desc=None, disable=False):
@@ -56,8 +57,9 @@ class Evaluator(keras.callbacks.Callback):
     Args:
         generator: a `DataGenerator` (or iterable) yielding `(x, y)` batches.
         name: the key of the score in the epoch's `logs` (and so in `History`).
-        filepath: if set, `model.save_weights(filepath)` whenever the score improves
-            (a `.weights.h5` path).
+        filepath: if set, the weights are saved there whenever the score improves
+            (a `.weights.h5` path), atomically: a kill or a full disk during the save
+            leaves the previous best file whole. Override `save_best` to save more.
         mode: `'max'` (higher is better) or `'min'`.
         verbose: print the score and show a progress bar.
 
@@ -90,13 +92,17 @@ class Evaluator(keras.callbacks.Callback):
             raise ValueError("Evaluator: the generator yielded no batch")
         return right / total
 
+    def save_best(self):
+        """Saves the weights that just scored best to `filepath` (if set), atomically."""
+        if self.filepath:
+            save_weights_atomically(self.model, self.filepath)
+
     def on_epoch_end(self, epoch, logs=None):
         score = float(self.evaluate())
         if logs is not None:
             logs[self.name] = score
         if score > self.best if self.mode == "max" else score < self.best:
             self.best = score
-            if self.filepath:
-                self.model.save_weights(self.filepath)
+            self.save_best()
         if self.verbose:
             print(f"{self.name}: {score:.5f}, best {self.name}: {self.best:.5f}")

@@ -14,6 +14,7 @@ Example:
 >>> load_weights_from_checkpoint(model, 'chinese_L-12_H-768_A-12/bert_model.ckpt')
 >>> save_weights_as_checkpoint(model, 'finetuned/bert_model.ckpt')
 """
+import contextlib
 import logging
 import os
 import re
@@ -25,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from bertkit import layers as bk_layers
+from bertkit.storage import commit_file, write_bytes_atomically
 
 logger = logging.getLogger("bertkit")
 
@@ -130,8 +132,9 @@ def load_weights_from_checkpoint(model, checkpoint_path, keep_tokens=None):
         keep_tokens = getattr(model, "keep_tokens", None)
     keras_model = getattr(model, "model", model)
     path = resolve_checkpoint_path(checkpoint_path)
-    reader = tf.train.load_checkpoint(path)
-    available = reader.get_variable_to_shape_map()
+    with _named_read_errors(path):
+        reader = tf.train.load_checkpoint(path)
+        available = reader.get_variable_to_shape_map()
     mapping = variable_mapping(keras_model)
 
     assignments, problems, used = [], [], set()
@@ -146,7 +149,8 @@ def load_weights_from_checkpoint(model, checkpoint_path, keep_tokens=None):
                 problems.append(f"variable {variable_name} (for {weight.path}) is missing")
                 continue
             used.add(variable_name)
-            value = _to_checkpoint(variable_name, reader.get_tensor(variable_name))
+            with _named_read_errors(path, variable_name):
+                value = _to_checkpoint(variable_name, reader.get_tensor(variable_name))
             if keep_tokens is not None and variable_name in (
                 "bert/embeddings/word_embeddings", "cls/predictions/output_bias"
             ):
@@ -166,6 +170,19 @@ def load_weights_from_checkpoint(model, checkpoint_path, keep_tokens=None):
     for weight, value in assignments:
         weight.assign(value.astype(weight.dtype))
     _report_unused(path, set(available) - used)
+
+
+@contextlib.contextmanager
+def _named_read_errors(path, variable_name=None):
+    """Turns TensorFlow's read errors (a truncated or corrupt ``.data`` file: "Read less
+    bytes than requested", a checksum mismatch) into a ValueError naming the files."""
+    try:
+        yield
+    except tf.errors.OpError as error:
+        what = f" (reading {variable_name})" if variable_name else ""
+        raise ValueError(f"cannot read checkpoint {path}{what}: {error.message.strip()}; "
+                         f"{path}.index or {path}.data-* is truncated or corrupt "
+                         "(nothing was loaded)") from None
 
 
 def _checkpoint_weights(layer):
@@ -217,9 +234,12 @@ def save_weights_as_checkpoint(model, checkpoint_path, extra_variables=None):
     """Writes ``model``'s weights as a Google TF1 checkpoint under Google's names.
 
     The files ``<checkpoint_path>.index`` and ``<checkpoint_path>.data-00000-of-00001``
-    are written into a temporary directory beside the target and moved into place
-    (data first, index last), so an interrupted save never leaves a readable but
-    half-written checkpoint.
+    are written into a temporary directory beside the target, flushed to the disk and
+    renamed into place (``bertkit.storage.commit_file``), data first and index last: a
+    kill or a full disk while TensorFlow writes leaves the old files as they were. The
+    pair changes with two renames, so a kill between them (microseconds) leaves a pair
+    whose checksums disagree, which loading reports; a run that must survive that too
+    keeps its state in a ``bertkit.storage.RunDirectory`` as ``pretrain_mlm.py`` does.
 
     Args:
         model: a model (or builder) from ``build_transformer_model``.
@@ -237,10 +257,14 @@ def save_weights_as_checkpoint(model, checkpoint_path, extra_variables=None):
     base = os.path.basename(checkpoint_path)
     tmp_dir = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=directory)
     try:
-        _write_tf1_checkpoint(values, os.path.join(tmp_dir, base))
+        try:
+            _write_tf1_checkpoint(values, os.path.join(tmp_dir, base))
+        except tf.errors.OpError as error:  # a full disk, say
+            raise OSError(f"cannot write checkpoint {checkpoint_path}: "
+                          f"{error.message.strip()}; its previous files are intact") from None
         written = sorted(os.listdir(tmp_dir), key=lambda f: f.endswith(".index"))
         for filename in written:
-            os.replace(os.path.join(tmp_dir, filename), os.path.join(directory, filename))
+            commit_file(os.path.join(tmp_dir, filename), os.path.join(directory, filename))
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return checkpoint_path
@@ -289,6 +313,6 @@ def save_checkpoint_dir(model, directory, config=None, vocab_path=None):
     if vocab_path is not None:
         target_vocab = os.path.join(directory, "vocab.txt")
         if os.path.abspath(vocab_path) != os.path.abspath(target_vocab):
-            shutil.copyfile(vocab_path, target_vocab + ".tmp")
-            os.replace(target_vocab + ".tmp", target_vocab)
+            with open(vocab_path, "rb") as f:
+                write_bytes_atomically(target_vocab, f.read())
     return config_path, prefix, target_vocab

@@ -12,8 +12,14 @@ Example:
 >>> small = config.replace(num_hidden_layers=4)
 """
 import copy
+import difflib
 import json
+import logging
 import os
+
+from bertkit.storage import atomic_write
+
+logger = logging.getLogger("bertkit")
 
 #: Activations a config may name, with their aliases. ``gelu`` is the exact erf form
 #: (as in Hugging Face and bert4keras); ``gelu_tanh`` is the tanh approximation that
@@ -93,6 +99,19 @@ class BertConfig:
         for key in known:
             setattr(self, key, values[key])
         self._validate()
+        self._warn_about_typos(known)
+
+    def _warn_about_typos(self, known):
+        """Warns about an unknown key that looks like a misspelt known one.
+
+        Unknown keys are kept (checkpoints ship extra ones, such as ``directionality``),
+        but ``hidden_sizee`` would silently leave ``hidden_size`` at its default.
+        """
+        for key in self.extra:
+            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.8)
+            if close:
+                logger.warning("BertConfig: unknown key %r is ignored; did you mean %r?",
+                               key, close[0])
 
     def _validate(self):
         if self.vocab_size is None:
@@ -128,12 +147,39 @@ class BertConfig:
             raise ValueError(
                 f"BertConfig: 'initializer_range' must be positive, got {self.initializer_range!r}"
             )
+        eps = self.layer_norm_eps
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+            raise ValueError(
+                f"BertConfig: 'layer_norm_eps' must be a number in (0, 1), got {eps!r}"
+            )
         for key in ("num_hidden_groups", "inner_group_num"):
             if getattr(self, key) != 1:
                 raise ValueError(
                     f"BertConfig: '{key}' = {getattr(self, key)!r} is not supported; bertkit "
                     "builds ALBERT with one shared group of one layer, as published"
                 )
+
+    def check_inputs(self, maxlen=None, vocab_size=None, vocab_path=None, source=None):
+        """Raises a ValueError, before any work, if inputs do not fit this config.
+
+        Args:
+            maxlen: the longest token sequence the run will feed; it must not exceed
+                ``max_position_embeddings`` (a longer batch fails deep inside the model).
+            vocab_size: the number of tokens of the vocabulary the run tokenizes with;
+                more than the config's ``vocab_size`` gives ids past the embedding.
+            vocab_path: the vocabulary file, named in the message.
+            source: the config file, named in the message.
+        """
+        where = f" of {source}" if source else ""
+        if maxlen is not None and maxlen > self.max_position_embeddings:
+            raise ValueError(f"maxlen {maxlen} exceeds max_position_embeddings "
+                             f"{self.max_position_embeddings}{where}; use --maxlen "
+                             f"{self.max_position_embeddings} or less")
+        if vocab_size is not None and vocab_size > self.vocab_size:
+            vocab = vocab_path or "the vocabulary"
+            raise ValueError(f"{vocab} has {vocab_size} tokens but vocab_size is "
+                             f"{self.vocab_size}{where}: ids from {self.vocab_size} on would "
+                             "index past the embedding; use the checkpoint's own vocab.txt")
 
     @property
     def activation(self):
@@ -160,7 +206,7 @@ class BertConfig:
         with open(path, encoding="utf-8") as f:
             try:
                 values = json.load(f)
-            except json.JSONDecodeError as error:
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
                 raise ValueError(f"{path} is not valid JSON: {error}") from None
         try:
             return cls.from_dict(values)
@@ -177,11 +223,9 @@ class BertConfig:
 
     def to_json_file(self, path):
         """Writes the config as ``bert_config.json`` (atomically)."""
-        tmp_path = f"{path}.tmp"
-        with open(tmp_path, "w", encoding="utf-8") as f:
+        with atomic_write(path) as f:
             json.dump(self.to_dict(), f, indent=2, sort_keys=True, ensure_ascii=False)
             f.write("\n")
-        os.replace(tmp_path, path)
 
     def replace(self, **overrides):
         """A copy with some keys overridden, validated again."""

@@ -109,10 +109,18 @@ def load_vocab(dict_path, encoding="utf-8", simplified=False, startswith=None):
     if not os.path.isfile(path):
         raise FileNotFoundError("vocabulary file not found: %r" % path)
     token_dict = {}
-    with open(path, encoding=encoding) as reader:
+    with open(path, "rb") as reader:
         # Google's `load_vocab`: strip each line; a repeated token keeps its
-        # last line number.
-        for index, line in enumerate(reader):
+        # last line number. Decoded line by line to name a bad line; a byte-order
+        # mark (as Windows editors write) would otherwise make `[PAD]` unknown.
+        for index, raw in enumerate(reader):
+            try:
+                line = raw.decode(encoding)
+            except UnicodeDecodeError as error:
+                raise ValueError("%s:%d: not %s text (byte 0x%02x at column %d)" % (
+                    path, index + 1, encoding, raw[error.start], error.start + 1)) from None
+            if index == 0:
+                line = line.lstrip("\ufeff")
             token_dict[line.strip()] = index
     if not simplified:
         return token_dict

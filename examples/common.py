@@ -4,15 +4,21 @@ The fine-tuning examples take the same checkpoint flags (``--config --checkpoint
 --vocab --model --do-lower-case``), the same optimisation flags (``--batch-size
 --epochs --lr --warmup-steps --weight-decay --ema --layerwise-lr-decay
 --reinit-top-blocks``) and
-``--mixed-precision``, and save what ``--predict`` needs next to the best weights.
-Defining them once keeps their names, defaults and checks the same in every script.
+``--mixed-precision``; they read their data line by line with errors that name the
+file and line, check inputs against the config before any work, commit the best
+weights together with what ``--predict`` needs to a run directory
+(``bertkit.storage.RunDirectory``), and print an expected error as one line. Defining
+them once keeps their names, defaults and checks the same in every script.
 """
-import json
+import contextlib
 import os
+import sys
 
 from bertkit import models, optimizers
+from bertkit.callbacks import Evaluator
+from bertkit.config import BertConfig
+from bertkit.storage import RunDirectory, weights_writer, write_lines_atomically  # noqa: F401
 
-RUN_FILE = "run.json"
 WEIGHTS_FILE = "best.weights.h5"
 DTYPE_POLICIES = {"fp32": None, "bf16": "mixed_bfloat16"}  # --mixed-precision -> Keras policy
 
@@ -113,45 +119,146 @@ def print_random_checkpoint_note(what):
           f"(e.g. Google's chinese_L-12_H-768_A-12) for real results.")
 
 
-def write_lines_atomically(path, lines):
-    """Writes ``lines`` to ``path``, one a line, in UTF-8.
-
-    The text goes to ``path + ".tmp"`` first and is renamed over ``path``, so a reader
-    (or a rerun after a crash) sees the old file or the new one, never half of one; if
-    ``lines`` raises, ``path`` is left as it was and the temporary file is removed.
-    A missing parent folder is created.
-    """
-    folder = os.path.dirname(path)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    tmp_path = path + ".tmp"
-    try:
-        with open(tmp_path, "w", encoding="utf-8") as f:
-            for line in lines:
-                f.write(line + "\n")
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+def add_run_arguments(parser, default_output_dir, resume_help=None):
+    """``--output-dir --overwrite --debug`` (and ``--resume`` when ``resume_help`` is given)."""
+    parser.add_argument("--output-dir", default=default_output_dir)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run already in --output-dir (it stays readable "
+                             "until this run saves its first version)")
+    if resume_help:
+        parser.add_argument("--resume", action="store_true", help=resume_help)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error")
 
 
-def save_run(output_dir, run):
-    """Writes ``run`` (what ``--predict`` needs to rebuild the model) atomically."""
-    write_lines_atomically(os.path.join(output_dir, RUN_FILE),
-                           [json.dumps(run, indent=2, ensure_ascii=False)])
+def claim_output_dir(args):
+    """The run directory of ``--output-dir``, refused if it holds another run (unless
+    ``--overwrite``); checked before any work is done."""
+    run = RunDirectory(args.output_dir)
+    run.claim(overwrite=args.overwrite)
+    return run
 
 
 def load_run(output_dir):
-    """``(run dict, weights path)`` saved by a training run in ``output_dir``.
+    """``(settings, weights path)`` of the run a training run committed in ``output_dir``.
 
     Raises:
-        FileNotFoundError: the run file or the weights are missing.
+        FileNotFoundError: no run there.
     """
-    run_path = os.path.join(output_dir, RUN_FILE)
-    weights_path = os.path.join(output_dir, WEIGHTS_FILE)
-    for path in (run_path, weights_path):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path} not found: train first (same --output-dir)")
-    with open(run_path, encoding="utf-8") as f:
-        return json.load(f), weights_path
+    run = RunDirectory(output_dir)
+    manifest = run.read()
+    if manifest is None or "weights" not in manifest.get("files", {}):
+        raise FileNotFoundError(f"{run.manifest_path} not found: train first (same "
+                                "--output-dir)")
+    return manifest["settings"], run.file("weights")
+
+
+class RunEvaluator(Evaluator):
+    """Scores after each epoch (on the EMA weights when the optimizer keeps them) and
+    commits the best weights, with the run's settings, to a :class:`RunDirectory`.
+
+    Args:
+        generator, name: as for :class:`bertkit.callbacks.Evaluator`.
+        run: the ``RunDirectory`` of ``--output-dir``.
+        settings: what ``--predict`` needs to rebuild the model (stored with the weights).
+    """
+
+    def __init__(self, generator, run, settings, name, verbose=1):
+        super().__init__(generator, name=name, verbose=verbose)
+        self.run, self.settings = run, settings
+        self.epoch, self.paths = 0, {}
+
+    def extra_files(self):
+        """``{role: (file name, writer)}`` committed with the best weights (none here)."""
+        return {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch = epoch + 1
+        optimizer = self.model.optimizer
+        swap = optimizer.ema_weights() if hasattr(optimizer, "ema_weights") \
+            else contextlib.nullcontext()
+        with swap:  # the raw weights come back afterwards
+            super().on_epoch_end(epoch, logs)
+
+    def save_best(self):
+        files = {"weights": (WEIGHTS_FILE, weights_writer(self.model)), **self.extra_files()}
+        self.paths = self.run.commit(self.settings, files,
+                                     state={"epoch": self.epoch, self.name: self.best})
+
+
+class BadLine(ValueError):
+    """Raised by a line parser of :func:`read_records`: what is wrong with the line."""
+
+
+def read_records(path, parse_line, skip_bad_lines=False, with_line_numbers=False,
+                 what="data file"):
+    """The records of a one-record-a-line UTF-8 file, with errors naming file:line.
+
+    Args:
+        path: the file.
+        parse_line: ``line -> record``; raises :class:`BadLine` saying what is wrong.
+        skip_bad_lines: skip (and count) bad lines, also those that are not UTF-8,
+            instead of stopping at the first.
+        with_line_numbers: return ``(records, line numbers)``.
+        what: what the file is, for the messages.
+
+    Raises:
+        FileNotFoundError, ValueError: naming the file (and line).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} not found: {path}")
+    records, numbers, skipped = [], [], 0
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:  # line by line, so that one bad byte names its line and can be skipped
+                line = raw.decode("utf-8")
+                line = line.lstrip("\ufeff") if number == 1 else line
+                line = line.rstrip("\r\n")
+                if not line.strip():
+                    continue
+                record = parse_line(line)
+            except (UnicodeDecodeError, BadLine) as error:
+                problem = error if isinstance(error, BadLine) else (
+                    f"not UTF-8 text (byte 0x{raw[error.start]:02x} at byte {error.start + 1})")
+                if not skip_bad_lines:
+                    raise ValueError(f"{path}:{number}: {problem} (use --skip-bad-lines to "
+                                     "skip such lines)") from None
+                skipped += 1
+                continue
+            records.append(record)
+            numbers.append(number)
+    if skipped:
+        print(f"{path}: skipped {skipped} malformed line(s)")
+    if not records:
+        raise ValueError(f"{path}: no lines to use in this {what}")
+    return (records, numbers) if with_line_numbers else records
+
+
+def check_encoder_inputs(args, tokenizer):
+    """Checks ``--maxlen`` and the vocabulary against ``--config`` (a path or a
+    ``BertConfig``) before any work; returns the config."""
+    config, source = args.config, None
+    if not isinstance(config, BertConfig):
+        config, source = BertConfig.from_json_file(args.config), args.config
+    config.check_inputs(maxlen=args.maxlen, vocab_size=tokenizer.vocab_size,
+                        vocab_path=args.vocab, source=source)
+    return config
+
+
+def run_cli(main, argv=None):
+    """Runs an example's ``main``: an expected error (a bad file, flag or value) prints
+    one line, ``error: <file>:<line>: ...``, and exits 2; ``--debug`` shows the traceback.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        main(argv)
+    except (OSError, ValueError) as error:
+        if "--debug" in argv:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the output directory keeps its last saved version",
+              file=sys.stderr)
+        return 130
+    return 0

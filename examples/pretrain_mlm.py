@@ -58,6 +58,7 @@ rates of 1e-3 and up can collapse the model back to the unigram distribution.
 """
 import argparse
 import gc
+import io
 import json
 import os
 import random
@@ -76,11 +77,20 @@ from bertkit.config import BertConfig  # noqa: E402
 from bertkit.models import build_transformer_model  # noqa: E402
 from bertkit.schedules import PiecewiseLinear  # noqa: E402
 from bertkit.tokenizers import Tokenizer  # noqa: E402
-from common import add_mixed_precision_argument, dtype_policy  # noqa: E402
+from bertkit.storage import RunDirectory, write_bytes_atomically  # noqa: E402
+from common import (BadLine, add_mixed_precision_argument, add_run_arguments, dtype_policy,  # noqa: E402
+                    read_records, run_cli)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(HERE)
-STATE_FILE = "pretraining_state.h5"
+STATE_FILE = "pretraining_state.h5"  # committed as pretraining_state.<version>.h5
+# Flags a resumed run may change: how long it runs, how it saves and reports, what config
+# it writes. Every other flag shapes the model, the data order or the schedule, and a
+# --resume with another value is refused with the flag named.
+RESUMABLE_FLAGS = {"minutes", "max_steps", "save_every", "verbose", "fit_schedule",
+                   "probe_steps", "finetune_dropout", "output_dir", "resume", "overwrite",
+                   "debug"}
+PATH_FLAGS = {"corpus", "vocab", "config", "init_checkpoint"}
 PROBE_WARMUP = 10  # steps --fit-schedule leaves untimed: the first ones trace the graph
 SCHEDULE_MARGIN = 0.97  # the share of the measured budget --fit-schedule plans for
 SAMPLE_CORPUS = [os.path.join(HERE, "data", "sentiment.train.data"),
@@ -161,8 +171,12 @@ def parse_args(argv=None):
                    help="share of documents held out for the MLM loss/accuracy per epoch")
     p.add_argument("--save-every", type=int, default=500, metavar="STEPS",
                    help="save every STEPS steps (and at every epoch end)")
-    p.add_argument("--output-dir", default=os.path.join(REPO_ROOT, "checkpoints", "pretrained"))
-    p.add_argument("--resume", action="store_true", help="continue from --output-dir's save")
+    p.add_argument("--skip-bad-lines", action="store_true",
+                   help="skip corpus lines that cannot be read (not UTF-8, no text column) "
+                        "with a count instead of stopping")
+    add_run_arguments(p, os.path.join(REPO_ROOT, "checkpoints", "pretrained"),
+                      resume_help="continue from --output-dir's last save; the flags that "
+                                  "shape the run must be those it was started with")
     add_mixed_precision_argument(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
@@ -204,33 +218,32 @@ def parse_args(argv=None):
 # -- data -------------------------------------------------------------------------------
 
 
-def read_texts(path, text_column=-1):
+def read_texts(path, text_column=-1, skip_bad_lines=False):
     """The documents of one corpus file (see the module docstring for the formats)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"corpus file not found: {path}")
-    texts = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            if path.endswith(".tsv"):
-                columns = line.split("\t")
-                try:
-                    line = columns[text_column]
-                except IndexError:
-                    raise ValueError(f"{path}:{number}: no column {text_column} (line has "
-                                     f"{len(columns)}); set --text-column") from None
-            elif path.endswith(".data"):
-                line = line.rpartition("\t")[0] or line
-            elif path.endswith((".json", ".jsonl")):
-                try:
-                    line = json.loads(line)["text"]
-                except (ValueError, KeyError, TypeError):
-                    raise ValueError(f"{path}:{number}: expected a JSON object with a "
-                                     "'text'") from None
-            texts.append(line)
-    return texts
+    if path.endswith(".tsv"):
+        def parse(line):
+            columns = line.split("\t")
+            try:
+                return columns[text_column]
+            except IndexError:
+                raise BadLine(f"no column {text_column} (line has {len(columns)}); set "
+                              "--text-column") from None
+    elif path.endswith(".data"):
+        def parse(line):
+            return line.rpartition("\t")[0] or line
+    elif path.endswith((".json", ".jsonl")):
+        def parse(line):
+            try:
+                text = json.loads(line)["text"]
+            except (ValueError, KeyError, TypeError):
+                text = None
+            if not isinstance(text, str):
+                raise BadLine("expected a JSON object with a 'text'")
+            return text
+    else:
+        def parse(line):
+            return line
+    return read_records(path, parse, skip_bad_lines, what="corpus file")
 
 
 def load_corpus(args, tokenizer):
@@ -242,7 +255,7 @@ def load_corpus(args, tokenizer):
     """
     repeat_of, read = {}, 0  # text -> its file's --repeat; dicts keep the first order
     for path, repeat in zip(args.corpus, args.repeat):
-        file_texts = read_texts(path, args.text_column)
+        file_texts = read_texts(path, args.text_column, args.skip_bad_lines)
         used = f", used {repeat}x an epoch" if repeat > 1 else ""
         print(f"{path}: {len(file_texts)} documents{used}")
         read += len(file_texts)
@@ -280,6 +293,7 @@ def model_config(args, vocab_size):
     written one."""
     if args.config:
         config = BertConfig.from_json_file(args.config)
+        config.check_inputs(maxlen=args.maxlen, source=args.config)
     else:
         config = BertConfig(
             vocab_size=vocab_size, num_hidden_layers=args.layers, hidden_size=args.hidden,
@@ -373,11 +387,39 @@ def build_optimizer(args, total_updates):
 # -- saving and resuming ----------------------------------------------------------------
 
 
-def save_state(path, builder, optimizer, step, total_steps=None):
-    """Weights, optimizer variables, the step count, the run's length and the
-    learning-rate schedule (as ``--fit-schedule`` left them, which a resumed run
-    keeps), written atomically."""
-    with h5py.File(path + ".tmp", "w") as f:
+def run_flags(args):
+    """The flags that define a run, as recorded in its manifest (paths made absolute)."""
+    flags = {}
+    for name, value in sorted(vars(args).items()):
+        if name in RESUMABLE_FLAGS:
+            continue
+        if name in PATH_FLAGS and value is not None:
+            value = [os.path.abspath(v) for v in value] if isinstance(value, list) \
+                else os.path.abspath(value)
+        flags[name] = value
+    return flags
+
+
+def check_resume_flags(saved, flags, manifest_path):
+    """Refuses a ``--resume`` whose flags differ from the saved run's, naming each."""
+    changed = [name for name in flags if saved.get(name) != flags[name]]
+    if changed:
+        def show(value):
+            return " ".join(map(str, value)) if isinstance(value, list) else value
+
+        lines = "; ".join(f"--{n.replace('_', '-')} {show(flags[n])} (the saved run: "
+                          f"{show(saved.get(n))})" for n in changed)
+        raise ValueError(f"--resume: {lines}. A resumed run keeps the flags it was "
+                         f"started with ({manifest_path}); drop these flags, or start a new "
+                         "run with --overwrite or another --output-dir")
+
+
+def state_bytes(builder, optimizer, step, total_steps=None):
+    """The resume state as the bytes of an HDF5 file: weights, optimizer variables, the
+    step, the run's length and the learning-rate schedule (as ``--fit-schedule`` left
+    it, which a resumed run keeps)."""
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
         f.attrs["step"] = int(step)
         if total_steps is not None:
             f.attrs["total_steps"] = int(total_steps)
@@ -389,27 +431,35 @@ def save_state(path, builder, optimizer, step, total_steps=None):
             g = f.create_group(group)
             for index, variable in enumerate(variables):
                 g.create_dataset(str(index), data=keras.ops.convert_to_numpy(variable))
-    os.replace(path + ".tmp", path)
+    return buffer.getvalue()
 
 
 def load_state(path, builder, optimizer):
-    """Restores what :func:`save_state` wrote; returns the step to continue from."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--resume: no saved state {path}; start without --resume")
+    """Restores what :func:`state_bytes` wrote; returns the step to continue from.
+
+    Every saved shape is checked before any variable is assigned.
+    """
     with h5py.File(path, "r") as f:
+        pairs = []
         for group, variables in (("weights", builder.model.weights),
                                  ("optimizer", optimizer.variables)):
             if len(f[group]) != len(variables):
                 raise ValueError(f"{path}: {len(f[group])} {group} variables saved, the model "
                                  f"has {len(variables)}; resume with the same settings")
             for index, variable in enumerate(variables):
-                variable.assign(f[group][str(index)][()])
+                value = f[group][str(index)][()]
+                if tuple(value.shape) != tuple(variable.shape):
+                    raise ValueError(f"{path}: saved {group} variable {index} has shape "
+                                     f"{value.shape}, {variable.path} has {variable.shape}")
+                pairs.append((variable, value))
+        for variable, value in pairs:
+            variable.assign(value)
         return int(f.attrs["step"])
 
 
 def saved_schedule(path):
     """``(total steps, lr schedule)`` a save records, or ``(None, None)``."""
-    if not os.path.isfile(path):
+    if path is None or not os.path.isfile(path):
         return None, None
     with h5py.File(path, "r") as f:
         total = int(f.attrs["total_steps"]) if "total_steps" in f.attrs else None
@@ -428,10 +478,11 @@ class SaveAndStop(keras.callbacks.Callback):
     so that ``main`` refits the schedule to the budget and goes on.
     """
 
-    def __init__(self, args, builder, vocab_path, step, total, config=None,
+    def __init__(self, args, run, flags, builder, vocab_path, step, total, config=None,
                  fit_schedule=False, probe_steps=0):
         super().__init__()
         self.args, self.builder, self.vocab_path = args, builder, vocab_path
+        self.run, self.flags = run, flags
         self.total = total
         self.config = config
         self.step, self.saved_step = step, step
@@ -443,12 +494,16 @@ class SaveAndStop(keras.callbacks.Callback):
         self.seconds_per_step = None
 
     def save(self):
+        """Writes the Google checkpoint directory, then commits the resume state with
+        the run's flags: a kill at any point leaves the last committed state whole."""
         if self.saved_step == self.step:
             return
         save_checkpoint_dir(self.builder, self.args.output_dir, config=self.config,
                             vocab_path=self.vocab_path)
-        save_state(os.path.join(self.args.output_dir, STATE_FILE), self.builder,
-                   self.model.optimizer, self.step, self.total)
+        state = state_bytes(self.builder, self.model.optimizer, self.step, self.total)
+        self.run.commit(self.flags,
+                        {"state": (STATE_FILE, lambda path: write_bytes_atomically(path, state))},
+                        state={"step": self.step, "total_steps": self.total})
         self.saved_step = self.step
 
     def on_train_begin(self, logs=None):
@@ -500,6 +555,23 @@ def refit_schedule(args, saver, optimizer, validation, steps_an_epoch):
     return total
 
 
+def open_run(args, flags):
+    """The run directory of ``--output-dir`` and the state file to resume from (or None).
+
+    Refuses, before any work, to start over a saved run without ``--resume`` or
+    ``--overwrite``, and to resume with other flags than the run's.
+    """
+    run = RunDirectory(args.output_dir)
+    manifest = run.claim(overwrite=args.overwrite, resume=args.resume)
+    if not args.resume:
+        return run, None
+    if manifest is None or "state" not in manifest.get("files", {}):
+        raise FileNotFoundError(f"--resume: no saved run in {args.output_dir}; start "
+                                "without --resume")
+    check_resume_flags(manifest["settings"], flags, run.manifest_path)
+    return run, run.file("state")
+
+
 def resolve_vocab(args):
     if args.vocab is None:
         from demo import ensure_demo_checkpoint, shared_vocab_path
@@ -512,8 +584,11 @@ def resolve_vocab(args):
 def main(argv=None):
     args = parse_args(argv)
     resolve_vocab(args)
+    flags = run_flags(args)
+    run, state_path = open_run(args, flags)
     keras.utils.set_random_seed(args.seed)
     tokenizer = Tokenizer(args.vocab)
+    pretrain_config, written_config = model_config(args, tokenizer.vocab_size)
     train_docs, held_out_docs = load_corpus(args, tokenizer)
     data = pretraining.MaskedLMData.from_tokenizer(train_docs, tokenizer, args.maxlen,
                                                    args.batch_size, seed=args.seed)
@@ -523,7 +598,6 @@ def main(argv=None):
             held_out_docs, tokenizer, args.maxlen, args.batch_size, seed=args.seed + 1,
             shuffle=False).arrays(0)
 
-    pretrain_config, written_config = model_config(args, tokenizer.vocab_size)
     builder = build_transformer_model(pretrain_config,
                                       args.init_checkpoint, with_pool=True, with_mlm=True,
                                       dtype=dtype_policy(args),
@@ -532,8 +606,7 @@ def main(argv=None):
     steps = len(data)
     total = args.total_steps or steps * args.epochs
     args.epochs = -(-total // steps)  # the last pass may be cut short by --total-steps
-    state_path = os.path.join(args.output_dir, STATE_FILE)
-    saved_total, schedule = saved_schedule(state_path) if args.resume else (None, None)
+    saved_total, schedule = saved_schedule(state_path)
     if saved_total is not None:  # a fitted schedule goes on from where it was
         total = saved_total
         args.epochs = -(-total // steps)
@@ -550,7 +623,7 @@ def main(argv=None):
     print(f"{data.num_sequences} sequences of {args.maxlen} tokens, {steps} steps an epoch, "
           f"{total} in all; {data.max_predictions} prediction slots a sequence")
 
-    saver = SaveAndStop(args, builder, args.vocab, step, total, written_config,
+    saver = SaveAndStop(args, run, flags, builder, args.vocab, step, total, written_config,
                         fit_schedule=args.fit_schedule,
                         probe_steps=0 if args.resume else args.probe_steps)
     start, history = time.time(), {}
@@ -585,4 +658,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

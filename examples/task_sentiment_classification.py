@@ -13,8 +13,10 @@ checkpoint under ``checkpoints/demo/``, which cannot give real accuracy.
     python examples/task_sentiment_classification.py --predict "质量很好，推荐购买"
 """
 import argparse
+import collections
 import glob
 import os
+import re
 import sys
 import time
 
@@ -23,14 +25,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bertkit.data import DataGenerator, Evaluator, progress, sequence_padding  # noqa: E402
+from bertkit.data import DataGenerator, progress, sequence_padding  # noqa: E402
 from bertkit.heads import ClassificationHead  # noqa: E402
 from bertkit.models import build_transformer_model  # noqa: E402
 from bertkit.tokenizers import Tokenizer  # noqa: E402
-from common import (WEIGHTS_FILE, add_checkpoint_arguments, add_fine_tuning_arguments,  # noqa: E402
-                    build_optimizer, check_fine_tuning_arguments, dtype_policy,
-                    encoder_overrides, load_run, print_random_checkpoint_note,
-                    reinitialize_blocks, save_run)
+from common import (BadLine, RunEvaluator, add_checkpoint_arguments, add_fine_tuning_arguments,  # noqa: E402
+                    add_run_arguments, build_optimizer, check_encoder_inputs,
+                    check_fine_tuning_arguments, claim_output_dir, dtype_policy,
+                    encoder_overrides, load_run, print_random_checkpoint_note, read_records,
+                    reinitialize_blocks, run_cli)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -47,51 +50,83 @@ def parse_args(argv=None):
     p.add_argument("--pooling", default="cls", choices=ClassificationHead.POOLINGS)
     p.add_argument("--classifier-dropout", type=float, default=0.1,
                    help="dropout on the pooled vector, before the classifier (default 0.1)")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="number of classes (default: 1 + the largest training label, "
+                        "refused if far beyond the number of distinct labels)")
     p.add_argument("--skip-bad-lines", action="store_true",
                    help="skip malformed data lines with a count instead of stopping")
-    p.add_argument("--output-dir", default=os.path.join("outputs", "sentiment"))
+    add_run_arguments(p, os.path.join("outputs", "sentiment"))
     p.add_argument("--predict", nargs="+", metavar="TEXT",
                    help="classify TEXTs with the weights saved in --output-dir")
     args = p.parse_args(argv)
     check_fine_tuning_arguments(p, args)
     if not 0 <= args.classifier_dropout < 1:
         p.error("--classifier-dropout must be in [0, 1)")
+    if args.num_classes is not None and args.num_classes < 2:
+        p.error("--num-classes must be at least 2")
     return args
 
 
 # -- data -------------------------------------------------------------------------------
 
 
-def read_labelled_lines(path, skip_bad_lines=False):
+LABEL = re.compile(r"[0-9]+")  # ASCII digits only: '²' and '--1' are bad lines
+
+
+def parse_labelled_line(line):
+    """``(text, label)`` from a ``text<TAB>label`` line; raises ``BadLine``."""
+    text, tab, label = line.rpartition("\t")
+    if not tab:
+        raise BadLine("no tab between text and label")
+    if not text.strip():
+        raise BadLine("empty text")
+    if not LABEL.fullmatch(label.strip()):
+        raise BadLine(f"label {label!r} is not a non-negative integer")
+    return text, int(label)
+
+
+def read_labelled_lines(path, skip_bad_lines=False, with_line_numbers=False):
     """``[(text, label)]`` from a ``text<TAB>label`` file, with errors naming file:line."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"data file not found: {path}")
-    items, skipped = [], 0
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            line = line.rstrip("\n").rstrip("\r")
-            if not line.strip():
-                continue
-            problem = None
-            text, tab, label = line.rpartition("\t")
-            if not tab:
-                problem = "no tab between text and label"
-            elif not text.strip():
-                problem = "empty text"
-            elif not label.strip().lstrip("-").isdigit() or int(label) < 0:
-                problem = f"label {label!r} is not a non-negative integer"
-            if problem:
-                if not skip_bad_lines:
-                    raise ValueError(f"{path}:{number}: {problem} (use --skip-bad-lines to "
-                                     "skip such lines)")
-                skipped += 1
-                continue
-            items.append((text, int(label)))
-    if skipped:
-        print(f"{path}: skipped {skipped} malformed line(s)")
-    if not items:
-        raise ValueError(f"{path}: no labelled lines")
-    return items
+    return read_records(path, parse_labelled_line, skip_bad_lines, with_line_numbers)
+
+
+def count_classes(splits, paths, numbers, num_classes=None, limit_factor=2):
+    """The classifier's number of classes, checked against the labels of every split.
+
+    Without ``num_classes`` it is ``1 + the largest training label`` (at least 2), and
+    refused when that exceeds ``limit_factor`` times the number of distinct training
+    labels (a typo such as ``1000000`` would otherwise build a million-class head).
+    Labels that training never shows are reported as warnings.
+
+    Raises:
+        ValueError: naming the file and line of the offending label.
+    """
+    train_labels = [label for _, label in splits["train"]]
+    seen = set(train_labels)
+    if num_classes is None:
+        largest = max(train_labels)
+        num_classes = max(2, largest + 1)
+        if num_classes > limit_factor * len(seen) and num_classes > 2:
+            line = numbers["train"][train_labels.index(largest)]
+            raise ValueError(
+                f"{paths['train']}:{line}: label {largest} would make a {num_classes}-class "
+                f"classifier, but training has {len(seen)} distinct labels; fix the label or "
+                f"pass --num-classes {num_classes}")
+    for split, items in splits.items():
+        for (_, label), line in zip(items, numbers[split]):
+            if label >= num_classes:
+                raise ValueError(f"{paths[split]}:{line}: label {label} is not below "
+                                 f"--num-classes {num_classes}")
+    missing = sorted(set(range(num_classes)) - seen)
+    if missing:
+        print(f"warning: {paths['train']}: label(s) {missing[:10]} never occur in training")
+    for split in ("valid", "test"):
+        unseen = collections.Counter(label for _, label in splits[split] if label not in seen)
+        if unseen:
+            counts = ", ".join(f"label {k}: {v}" for k, v in sorted(unseen.items()))
+            print(f"warning: {paths[split]}: {sum(unseen.values())} line(s) have labels "
+                  f"training never shows ({counts}); they cannot be predicted right")
+    return num_classes
 
 
 def find_split(data_dir, split):
@@ -142,17 +177,6 @@ def build_classifier(args, num_classes, checkpoint=None):
     return head.attach(encoder, name="sentiment_classifier")
 
 
-class AccuracyEvaluator(Evaluator):
-    """Validation accuracy after each epoch; scored and saved on the EMA weights if kept."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        optimizer = self.model.optimizer
-        if hasattr(optimizer, "ema_weights"):
-            with optimizer.ema_weights():  # the raw weights come back afterwards
-                return super().on_epoch_end(epoch, logs)
-        return super().on_epoch_end(epoch, logs)
-
-
 def accuracy(model, generator, desc):
     """Accuracy of ``model`` over one pass of ``generator``, with a progress bar."""
     right = total = 0
@@ -176,14 +200,24 @@ def resolve_checkpoint(args):
 
 
 def train(args):
-    """Fine-tunes, keeps the best weights by validation accuracy, reports test accuracy."""
+    """Fine-tunes, keeps the best weights by validation accuracy, reports test accuracy.
+
+    Everything that can be checked is checked before the first step: the output
+    directory, every data line, the labels, ``--maxlen`` and the vocabulary against the
+    config, the checkpoint's variables and shapes.
+    """
+    run = claim_output_dir(args)
     resolve_checkpoint(args)
     args.lr = 5e-5 if args.lr is None else args.lr
     keras.utils.set_random_seed(args.seed)
-    splits = {s: read_labelled_lines(find_split(args.data_dir, s), args.skip_bad_lines)
-              for s in ("train", "valid", "test")}
-    num_classes = max(2, 1 + max(label for _, label in splits["train"]))
+    paths = {s: find_split(args.data_dir, s) for s in ("train", "valid", "test")}
+    splits, numbers = {}, {}
+    for s, path in paths.items():
+        splits[s], numbers[s] = read_labelled_lines(path, args.skip_bad_lines,
+                                                    with_line_numbers=True)
+    num_classes = count_classes(splits, paths, numbers, args.num_classes)
     tokenizer = Tokenizer(args.vocab, do_lower_case=args.do_lower_case)
+    check_encoder_inputs(args, tokenizer)
     generators = {
         s: SentenceGenerator(items, tokenizer, args.maxlen, batch_size=args.batch_size,
                              bucket=(s == "train"))
@@ -196,24 +230,22 @@ def train(args):
     steps = len(generators["train"])
     model.compile(optimizer=build_optimizer(args, model, steps * args.epochs),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    os.makedirs(args.output_dir, exist_ok=True)
-    weights_path = os.path.join(args.output_dir, WEIGHTS_FILE)
-    evaluator = AccuracyEvaluator(generators["valid"], name="val_accuracy",
-                                  filepath=weights_path)
-    save_run(args.output_dir, run_settings(args, num_classes))
+    evaluator = RunEvaluator(generators["valid"], run, run_settings(args, num_classes),
+                             name="val_accuracy")
 
     start = time.time()
     # tf.data with a [batch, length] signature: any padded length, one trace, prefetching.
     dataset = generators["train"].to_dataset(SentenceGenerator.TYPES, SentenceGenerator.SHAPES)
     model.fit(dataset, steps_per_epoch=steps, epochs=args.epochs, callbacks=[evaluator],
               shuffle=False)  # the generator shuffles (and buckets) by itself
+    weights_path = evaluator.paths["weights"]
     model.load_weights(weights_path)
     test_accuracy = accuracy(model, generators["test"], desc="test")
     minutes = (time.time() - start) / 60
     print(f"best val_accuracy: {evaluator.best:.4f}  test accuracy: {test_accuracy:.4f}  "
           f"({minutes:.1f} min)  weights: {weights_path}")
     return {"val_accuracy": evaluator.best, "test_accuracy": test_accuracy, "minutes": minutes,
-            "model": model, "tokenizer": tokenizer}
+            "model": model, "tokenizer": tokenizer, "weights": weights_path}
 
 
 def run_settings(args, num_classes):
@@ -253,4 +285,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -31,7 +31,6 @@ per text as sets; the gold side keeps every annotated triple, also those trainin
 to skip, so the score is not flattered.
 """
 import argparse
-import contextlib
 import json
 import os
 import random
@@ -44,15 +43,16 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bertkit.config import BertConfig  # noqa: E402
-from bertkit.data import DataGenerator, Evaluator, sequence_padding  # noqa: E402
+from bertkit.data import DataGenerator, sequence_padding  # noqa: E402
 from bertkit.extraction import (TripleExtractor, object_labels, sample_subject,  # noqa: E402
                                 subject_labels, token_span, triple_scores)
 from bertkit.models import build_transformer_model  # noqa: E402
 from bertkit.tokenizers import Tokenizer  # noqa: E402
-from common import (WEIGHTS_FILE, add_checkpoint_arguments, add_fine_tuning_arguments,  # noqa: E402
-                    build_optimizer, check_fine_tuning_arguments, dtype_policy,
-                    encoder_overrides, load_run, print_random_checkpoint_note,
-                    reinitialize_blocks, save_run, write_lines_atomically)
+from common import (BadLine, RunEvaluator, add_checkpoint_arguments, add_fine_tuning_arguments,  # noqa: E402
+                    add_run_arguments, build_optimizer, check_encoder_inputs,
+                    check_fine_tuning_arguments, claim_output_dir, dtype_policy,
+                    encoder_overrides, load_run, print_random_checkpoint_note, read_records,
+                    reinitialize_blocks, run_cli, write_lines_atomically)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PREDICTIONS_FILE = "valid_predictions.jsonl"
@@ -93,7 +93,7 @@ def parse_args(argv=None):
                    help="a span ends where its end probability exceeds this")
     p.add_argument("--skip-bad-lines", action="store_true",
                    help="skip malformed data lines with a count instead of stopping")
-    p.add_argument("--output-dir", default=os.path.join("outputs", "triples"))
+    add_run_arguments(p, os.path.join("outputs", "triples"))
     p.add_argument("--predict", nargs="+", metavar="TEXT",
                    help="print the triples of TEXTs as JSON, from the weights saved in "
                         "--output-dir")
@@ -168,26 +168,13 @@ def parse_spo_line(line):
 
 def read_spo_lines(path, skip_bad_lines=False):
     """The items of a LIC2019/DuIE file, with errors naming file:line."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"data file not found: {path}")
-    items, skipped = [], 0
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            item = parse_spo_line(line)
-            if isinstance(item, str):
-                if not skip_bad_lines:
-                    raise ValueError(f"{path}:{number}: {item} (use --skip-bad-lines to "
-                                     "skip such lines)")
-                skipped += 1
-                continue
-            items.append(item)
-    if skipped:
-        print(f"{path}: skipped {skipped} malformed line(s)")
-    if not items:
-        raise ValueError(f"{path}: no data lines")
-    return items
+    def parse(line):
+        item = parse_spo_line(line)
+        if isinstance(item, str):
+            raise BadLine(item)
+        return item
+
+    return read_records(path, parse, skip_bad_lines)
 
 
 def split_items(items, fraction, seed):
@@ -367,16 +354,15 @@ def triple_json(triple):
             "subject_span": list(triple.subject_span), "object_span": list(triple.object_span)}
 
 
-class TripleEvaluator(Evaluator):
-    """Validation F1 after each epoch; keeps the best weights and their predictions.
+class TripleEvaluator(RunEvaluator):
+    """Validation F1 after each epoch; commits the best weights with their predictions.
 
     Scored, saved and written on the EMA weights when the optimizer keeps them.
     """
 
-    def __init__(self, extractor, tokenizer, items, args, filepath, predictions_path):
-        super().__init__(items, name="val_f1", filepath=filepath, verbose=0)
+    def __init__(self, extractor, tokenizer, items, args, run, settings):
+        super().__init__(items, run, settings, name="val_f1", verbose=0)
         self.extractor, self.tokenizer, self.items, self.args = extractor, tokenizer, items, args
-        self.predictions_path = predictions_path
         self.scores = self.best_scores = None
 
     def evaluate(self):
@@ -384,16 +370,15 @@ class TripleEvaluator(Evaluator):
                                              self.args)
         return self.scores["f1"]
 
+    def extra_files(self):
+        records = self.records
+        return {"predictions": (PREDICTIONS_FILE, lambda path: write_jsonl(path, records))}
+
     def on_epoch_end(self, epoch, logs=None):
         best = self.best
-        optimizer = self.model.optimizer
-        swap = optimizer.ema_weights() if hasattr(optimizer, "ema_weights") \
-            else contextlib.nullcontext()
-        with swap:  # the raw weights come back afterwards
-            super().on_epoch_end(epoch, logs)
+        super().on_epoch_end(epoch, logs)
         if self.best > best:
             self.best_scores = self.scores
-            write_jsonl(self.predictions_path, self.records)
         s = self.scores
         print(f"val precision {s['precision']:.4f} recall {s['recall']:.4f} f1 {s['f1']:.4f} "
               f"(best f1 {self.best:.4f})", flush=True)
@@ -408,8 +393,9 @@ def write_jsonl(path, records):
 
 
 def resolve_checkpoint(args):
-    """Fills in the demo checkpoint, or writes the config of ``--random-model``; picks
-    the default learning rate for pretrained or random weights."""
+    """Fills in the demo checkpoint, or the config of ``--random-model`` (a ``BertConfig``
+    that the run's manifest stores with the weights); picks the default learning rate
+    for pretrained or random weights."""
     if args.lr is None:
         args.lr = 5e-5 if args.checkpoint else 1e-3
     if args.random_model:
@@ -419,8 +405,7 @@ def resolve_checkpoint(args):
             vocab_size=vocab_size, num_hidden_layers=layers, hidden_size=hidden,
             num_attention_heads=heads, intermediate_size=intermediate, hidden_act="gelu",
             max_position_embeddings=512, type_vocab_size=2))
-        args.config = os.path.join(args.output_dir, "bert_config.json")
-        config.to_json_file(args.config)
+        args.config = config
         print(f"NOTE: training a RANDOMLY initialised BERT ({layers} layers, hidden {hidden}).")
     elif args.checkpoint is None:
         from demo import ensure_demo_checkpoint
@@ -438,13 +423,18 @@ def load_splits(args):
 
 
 def train(args):
-    """Trains, keeps the best weights by validation F1, writes their predictions."""
-    os.makedirs(args.output_dir, exist_ok=True)
-    resolve_checkpoint(args)
-    keras.utils.set_random_seed(args.seed)
+    """Trains, keeps the best weights by validation F1, writes their predictions.
+
+    The output directory, the data, ``--maxlen`` and the vocabulary are checked before
+    any work.
+    """
+    run = claim_output_dir(args)
     predicates = read_schema(args.schema)
     train_items, valid_items = load_splits(args)
+    resolve_checkpoint(args)
+    keras.utils.set_random_seed(args.seed)
     tokenizer = Tokenizer(args.vocab, do_lower_case=args.do_lower_case)
+    check_encoder_inputs(args, tokenizer)
     examples, counts = prepare_examples(train_items, tokenizer, args.maxlen, predicates)
     print(f"train/valid: {len(train_items)}/{len(valid_items)} texts, {len(predicates)} "
           f"predicates; training texts kept: {len(examples)}; skipped gold triples and "
@@ -456,28 +446,28 @@ def train(args):
     extractor = build_extractor(args, predicates, args.checkpoint)
     steps = len(generator)
     extractor.compile(build_optimizer(args, extractor.model, steps * args.epochs))
-    weights_path = os.path.join(args.output_dir, WEIGHTS_FILE)
-    predictions_path = os.path.join(args.output_dir, PREDICTIONS_FILE)
-    evaluator = TripleEvaluator(extractor, tokenizer, valid_items, args, weights_path,
-                                predictions_path)
-    save_run(args.output_dir, run_settings(args, predicates))
+    evaluator = TripleEvaluator(extractor, tokenizer, valid_items, args, run,
+                                run_settings(args, predicates))
 
     start = time.time()
     extractor.model.fit(generator.forfit(), steps_per_epoch=steps, epochs=args.epochs,
                         callbacks=[evaluator], verbose=2,
                         shuffle=False)  # the generator shuffles (and buckets) by itself
     minutes = (time.time() - start) / 60
-    best = evaluator.best_scores
+    best, paths = evaluator.best_scores, evaluator.paths
     print(f"best val precision {best['precision']:.4f} recall {best['recall']:.4f} "
           f"f1 {best['f1']:.4f} ({best['correct']}/{best['predicted']} predicted, "
-          f"{best['gold']} gold)  ({minutes:.1f} min)  weights: {weights_path}  "
-          f"predictions: {predictions_path}")
-    return dict(best, minutes=minutes)
+          f"{best['gold']} gold)  ({minutes:.1f} min)  weights: {paths['weights']}  "
+          f"predictions: {paths['predictions']}")
+    return dict(best, minutes=minutes, **paths)
 
 
 def run_settings(args, predicates):
-    """What ``--predict`` needs to rebuild the model (paths are stored absolute)."""
-    return {"config": os.path.abspath(args.config), "vocab": os.path.abspath(args.vocab),
+    """What ``--predict`` needs to rebuild the model (paths are stored absolute; the
+    config of ``--random-model`` is stored itself)."""
+    config = args.config.to_dict() if isinstance(args.config, BertConfig) \
+        else os.path.abspath(args.config)
+    return {"config": config, "vocab": os.path.abspath(args.vocab),
             "model": args.model, "do_lower_case": args.do_lower_case, "maxlen": args.maxlen,
             "dropout": args.dropout, "predicates": predicates,
             "start_threshold": args.start_threshold, "end_threshold": args.end_threshold}
@@ -489,6 +479,8 @@ def predict(args):
     for key in ("config", "vocab", "model", "do_lower_case", "maxlen", "dropout",
                 "start_threshold", "end_threshold"):
         setattr(args, key, run[key])
+    if isinstance(args.config, dict):  # a --random-model run
+        args.config = BertConfig.from_dict(args.config)
     tokenizer = Tokenizer(args.vocab, do_lower_case=args.do_lower_case)
     extractor = build_extractor(args, run["predicates"])
     extractor.model.load_weights(weights_path)
@@ -522,4 +514,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -68,7 +68,11 @@ def test_sentiment_example_trains_saves_and_predicts(demo_dir, tmp_path):
                            "--maxlen", "16", "--ema", "0.9", "--layerwise-lr-decay", "0.8",
                            "--output-dir", out])
     assert 0 <= result["test_accuracy"] <= 1
-    assert os.path.isfile(os.path.join(out, "best.weights.h5"))
+    with open(os.path.join(out, "run.json"), encoding="utf-8") as f:
+        manifest = json.load(f)
+    assert os.path.join(out, manifest["files"]["weights"]) == result["weights"]
+    assert result["weights"].endswith(".weights.h5") and os.path.isfile(result["weights"])
+    assert manifest["settings"]["maxlen"] == 16 and manifest["state"]["epoch"] == 1
     texts = ["很好", "太差了，不推荐"]
     encoded = [result["tokenizer"].encode(t, maxlen=16) for t in texts]
     from bertkit.data import sequence_padding
@@ -222,7 +226,8 @@ def test_triple_example_trains_counts_skips_and_predicts(demo_dir, tmp_path, cap
     assert '"truncated texts": 1, "not in text": 1, "cut by maxlen": 1' in printed
     assert '"unknown predicate": 1' in printed and '"dropped texts": 2' in printed
     assert result["gold"] == 8 and 0 <= result["f1"] <= 1
-    with open(os.path.join(out, "valid_predictions.jsonl"), encoding="utf-8") as f:
+    assert os.path.basename(result["predictions"]).startswith("valid_predictions.")
+    with open(result["predictions"], encoding="utf-8") as f:
         records = [json.loads(line) for line in f]
     assert [r["text"] for r in records] == [text for text, _ in SPO_TEXTS]
     assert records[0]["gold"] == [list(t) for t in SPO_TEXTS[0][1]]
@@ -248,9 +253,8 @@ def test_triple_example_random_model_and_valid_split(demo_dir, tmp_path):
                            "--output-dir", out])
     assert result["gold"] == 8  # 4 of the 20 texts held out, 2 triples each
     with open(os.path.join(out, "run.json"), encoding="utf-8") as f:
-        run = json.load(f)
-    with open(run["config"], encoding="utf-8") as f:
-        config = json.load(f)
+        run = json.load(f)["settings"]
+    config = run["config"]  # a random model's config is kept in the run itself
     assert (config["num_hidden_layers"], config["hidden_size"]) == (1, 16)
     assert run["predicates"] == SPO_PREDICATES
     items = list(range(10))
@@ -676,7 +680,10 @@ def test_pretrain_example_fits_the_schedule_to_the_budget(demo_dir, tmp_path, ca
     assert 15 < result["step"] <= total
     assert "the schedule now ends at step" in capsys.readouterr().out
     # The save keeps the fitted schedule, which --resume goes on with.
-    state = os.path.join(out, pretrain_mlm.STATE_FILE)
+    from bertkit.storage import RunDirectory
+
+    state = RunDirectory(out).file("state")
+    assert os.path.basename(state).startswith("pretraining_state.")
     assert pretrain_mlm.saved_schedule(state) == (total, schedule)
     resumed = pretrain_mlm.main(pretrain_args(
         vocab, config_path, out, "--minutes", "0.1", "--total-steps", str(10 ** 6),
