@@ -178,9 +178,10 @@ def _named_read_errors(path, variable_name=None):
     bytes than requested", a checksum mismatch) into a ValueError naming the files."""
     try:
         yield
-    except tf.errors.OpError as error:
+    except (tf.errors.OpError, IndexError) as error:  # IndexError: a short .data file
         what = f" (reading {variable_name})" if variable_name else ""
-        raise ValueError(f"cannot read checkpoint {path}{what}: {error.message.strip()}; "
+        message = getattr(error, "message", None) or str(error)
+        raise ValueError(f"cannot read checkpoint {path}{what}: {message.strip()}; "
                          f"{path}.index or {path}.data-* is truncated or corrupt "
                          "(nothing was loaded)") from None
 

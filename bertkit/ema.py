@@ -90,7 +90,7 @@ def extend_with_exponential_moving_average(BaseOptimizer, name=None):
         >>> model.compile(AdamEMA(1e-4, ema_momentum=0.999), loss)
         >>> model.fit(data)
         >>> with model.optimizer.ema_weights():
-        ...     model.save_weights("best.weights.h5")
+        ...     save_weights_atomically(model, "best.weights.h5")  # bertkit.storage
     """
     return _derive(BaseOptimizer, _ExponentialMovingAverage, name)
 

@@ -160,10 +160,12 @@ def save_vocab(dict_path, token_dict, encoding="utf-8"):
     for token, _ in items:  # every token checked before the file is touched
         if "\n" in token or token != token.strip():
             raise ValueError("token %r cannot be written as a vocabulary line" % token)
-    path = os.fspath(dict_path)
-    with open(path + ".tmp", "w", encoding=encoding) as writer:
+    # Atomic: a reader never sees half a vocabulary, a failed write keeps the old one.
+    # Imported here: the tokenizer module stands alone (no TensorFlow) on a serving client.
+    from bertkit.storage import atomic_write
+
+    with atomic_write(os.fspath(dict_path), encoding=encoding) as writer:
         writer.writelines(token + "\n" for token, _ in items)
-    os.replace(path + ".tmp", path)  # atomic: a reader never sees half a vocabulary
 
 
 class _WordCache(dict):

@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 from bertkit.data import sequence_padding  # noqa: E402
 from bertkit.models import build_transformer_model  # noqa: E402
 from bertkit.tokenizers import Tokenizer  # noqa: E402
+from common import run_cli  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -29,6 +30,7 @@ def parse_args(argv=None):
     parser.add_argument("--vocab", help="vocab.txt of the checkpoint")
     parser.add_argument("--model", default="bert", choices=["bert", "roberta", "albert"])
     parser.add_argument("--do-lower-case", action="store_true")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     parser.add_argument("texts", nargs="*", default=["语言模型", "今天天气很好，我们去公园散步吧。"])
     args = parser.parse_args(argv)
     given = [args.config, args.checkpoint, args.vocab]
@@ -60,4 +62,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -14,6 +14,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from demo import DEMO_CONFIG, make_random_checkpoint  # noqa: E402
+from common import run_cli  # noqa: E402
 
 
 def main(argv=None):
@@ -26,6 +27,7 @@ def main(argv=None):
     p.add_argument("--intermediate", type=int, default=1024)
     p.add_argument("--max-position", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     args = p.parse_args(argv)
     if not os.path.isfile(args.vocab):
         p.error(f"vocab file not found: {args.vocab}")
@@ -38,4 +40,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -10,6 +10,8 @@ import json
 import os
 import random
 
+from bertkit.storage import write_lines_atomically
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 SUBJECTS = ["这家酒店", "房间", "服务员", "这款手机", "屏幕", "电池", "这本书", "物流", "快递",
@@ -90,8 +92,7 @@ def triple_example(rng):
 
 
 def write(path, lines):
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
+    write_lines_atomically(path, lines)
 
 
 def main():
