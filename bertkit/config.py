@@ -64,6 +64,7 @@ _POSITIVE_INTS = (
     "max_position_embeddings",
     "type_vocab_size",
 )
+_TYPOS_WARNED = set()
 _PROBABILITIES = ("hidden_dropout_prob", "attention_probs_dropout_prob")
 
 
@@ -109,7 +110,8 @@ class BertConfig:
         """
         for key in self.extra:
             close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.8)
-            if close:
+            if close and (key, close[0]) not in _TYPOS_WARNED:  # once, not per read
+                _TYPOS_WARNED.add((key, close[0]))
                 logger.warning("BertConfig: unknown key %r is ignored; did you mean %r?",
                                key, close[0])
 

@@ -40,6 +40,12 @@ _MANIFEST_FORMAT = 1
 _TEMPORARY = re.compile(r"^\..+\.tmp-[0-9a-z_]+$")  # what atomic_write leaves after a kill
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_directory(directory):
     """Makes a rename in ``directory`` durable (a no-op where directories cannot be opened)."""
     try:
@@ -101,6 +107,7 @@ def atomic_write(path, mode="w", encoding="utf-8"):
     os.makedirs(directory, exist_ok=True)
     fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=directory)
     try:
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp's 0600 -> what open() would give
         with os.fdopen(fd, mode, **({"encoding": encoding} if mode == "w" else {})) as f:
             yield f
             f.flush()

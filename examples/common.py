@@ -255,7 +255,8 @@ def run_cli(main, argv=None):
     except (OSError, ValueError) as error:
         if "--debug" in argv:
             raise
-        print(f"error: {error}", file=sys.stderr)
+        ours = isinstance(error, OSError) and error.strerror and error.filename is None
+        print(f"error: {error.strerror if ours else error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: the output directory keeps its last saved version",

@@ -96,7 +96,8 @@ def count_classes(splits, paths, numbers, num_classes=None, limit_factor=2):
     Without ``num_classes`` it is ``1 + the largest training label`` (at least 2), and
     refused when that exceeds ``limit_factor`` times the number of distinct training
     labels (a typo such as ``1000000`` would otherwise build a million-class head).
-    Labels that training never shows are reported as warnings.
+    Labels that training never shows (in its range, or in the validation and test
+    files) are reported as warnings: the classifier cannot predict them.
 
     Raises:
         ValueError: naming the file and line of the offending label.
@@ -112,11 +113,10 @@ def count_classes(splits, paths, numbers, num_classes=None, limit_factor=2):
                 f"{paths['train']}:{line}: label {largest} would make a {num_classes}-class "
                 f"classifier, but training has {len(seen)} distinct labels; fix the label or "
                 f"pass --num-classes {num_classes}")
-    for split, items in splits.items():
-        for (_, label), line in zip(items, numbers[split]):
-            if label >= num_classes:
-                raise ValueError(f"{paths[split]}:{line}: label {label} is not below "
-                                 f"--num-classes {num_classes}")
+    for (_, label), line in zip(splits["train"], numbers["train"]):
+        if label >= num_classes:
+            raise ValueError(f"{paths['train']}:{line}: label {label} is not below "
+                             f"--num-classes {num_classes}")
     missing = sorted(set(range(num_classes)) - seen)
     if missing:
         print(f"warning: {paths['train']}: label(s) {missing[:10]} never occur in training")
@@ -126,6 +126,10 @@ def count_classes(splits, paths, numbers, num_classes=None, limit_factor=2):
             counts = ", ".join(f"label {k}: {v}" for k, v in sorted(unseen.items()))
             print(f"warning: {paths[split]}: {sum(unseen.values())} line(s) have labels "
                   f"training never shows ({counts}); they cannot be predicted right")
+            if max(unseen) >= num_classes:
+                print(f"warning: {paths[split]}: label {max(unseen)} is beyond the "
+                      f"{num_classes} classes; --num-classes {max(unseen) + 1} gives it a "
+                      "class of its own")
     return num_classes
 
 

@@ -153,6 +153,10 @@ def test_label_count_is_checked_against_the_labels(checkpoint, tmp_path, capsys,
     assert ("warning: valid.data: 2 line(s) have labels training never shows (label 2: 2); "
             "they cannot be predicted right") in out
     assert sentiment.count_classes(splits, paths, numbers, num_classes=10) == 10
+    splits["test"] = [("h", 7)]  # beyond the classes: a warning, it only scores as wrong
+    assert sentiment.count_classes(splits, paths, numbers) == 4
+    assert ("warning: test.data: label 7 is beyond the 4 classes; --num-classes 8 gives it "
+            "a class of its own") in capsys.readouterr().out
 
 
 def test_a_vocabulary_with_a_byte_order_mark(tmp_path):

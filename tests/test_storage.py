@@ -38,6 +38,9 @@ def test_atomic_write_replaces_whole_or_keeps_the_old_file(tmp_path):
     with atomic_write(str(path), "wb") as f:
         f.write("新\n".encode("utf-8"))
     assert path.read_text(encoding="utf-8") == "新\n"
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    assert os.stat(path).st_mode & 0o777 == os.stat(plain).st_mode & 0o777  # not mkstemp's 0600
 
 
 @pytest.mark.parametrize("failing", ["write", "fsync"])
