@@ -1,8 +1,8 @@
-"""Google BERT/ALBERT checkpoints: one name table, loading and saving back.
+"""Google-format (TF1) checkpoints of every family: loading and saving back.
 
-The table is derived from the layer names of a model built by
-``bertkit.models.build_transformer_model``, so it serves models with any subset of
-heads and any number of layers. Loading reads Google's TF1 name-based checkpoints
+The code here is generic: each family (``bertkit.models``) owns its name table, which
+it derives from the layer names of a model it built, so the table serves models with
+any subset of heads and any number of layers. Loading reads TF1 name-based checkpoints
 with ``tf.train.load_checkpoint``, checks every variable before assigning any (a
 failed load leaves the model untouched) and reports what it left unused. Saving
 writes a checkpoint in the same format under the same names, so Google's code,
@@ -26,72 +26,43 @@ import numpy as np
 import tensorflow as tf
 
 from bertkit import layers as bk_layers
+from bertkit import models
 from bertkit.storage import commit_file, write_bytes_atomically
 
 logger = logging.getLogger("bertkit")
 
-# Weight order of each bertkit layer kind, as Google names the pieces.
-_ATTENTION = ["query/kernel", "query/bias", "key/kernel", "key/bias",
-              "value/kernel", "value/bias"]
-_DENSE = ["kernel", "bias"]
-_NORM = ["gamma", "beta"]
 # Checkpoint variables that are training state rather than weights.
 _TRAINING_STATE = re.compile(r"(^|/)(adam_[mv]|Momentum|global_step|.*_slot.*|bad_steps|"
                              r"good_steps|loss_scale)($|/)")
 
 
-def variable_mapping(model):
-    """The table ``{layer name: [Google variable name per layer weight]}`` for ``model``.
+def family_of(model):
+    """The family (builder class) of a builder or of a model it built.
+
+    A Keras model rebuilt from a ``.keras`` file no longer knows its family; it is read
+    as BERT (or ALBERT, whose shared layers have their own names), so pass ``family=``
+    to the functions here for other families.
+    """
+    if isinstance(model, models.Transformer):
+        return type(model)
+    keras_model = getattr(model, "model", model)
+    family = getattr(keras_model, "_bertkit_family", None)
+    if family is not None:
+        return family
+    names = {layer.name for layer in keras_model.layers}
+    return models.ALBERT if "Transformer-FeedForward" in names else models.BERT
+
+
+def variable_mapping(model, family=None):
+    """The table ``{layer name: [checkpoint variable name per layer weight]}`` for
+    ``model`` (a builder or Keras model), from its family (see :func:`family_of`).
 
     Layers are recognised by their bert4keras-style names, so the table covers exactly
-    the layers that ``model`` has: ``Transformer-{i}-...`` for BERT,
-    ``Transformer-...`` (shared) for ALBERT, the pooler, NSP and MLM heads when built.
+    the layers that ``model`` has: blocks, embeddings and the heads that were built.
     """
-    model = getattr(model, "model", model)
-    names = {layer.name for layer in model.layers}
-    mapping = {
-        "Embedding-Token": ["bert/embeddings/word_embeddings"],
-        "Embedding-Segment": ["bert/embeddings/token_type_embeddings"],
-        "Embedding-Position": ["bert/embeddings/position_embeddings"],
-        "Embedding-Norm": [f"bert/embeddings/LayerNorm/{n}" for n in _NORM],
-        "Embedding-Mapping": [f"bert/encoder/embedding_hidden_mapping_in/{n}" for n in _DENSE],
-        "Pooler-Dense": [f"bert/pooler/dense/{n}" for n in _DENSE],
-        "NSP-Proba": ["cls/seq_relationship/output_weights", "cls/seq_relationship/output_bias"],
-        "MLM-Dense": [f"cls/predictions/transform/dense/{n}" for n in _DENSE],
-        "MLM-Norm": [f"cls/predictions/transform/LayerNorm/{n}" for n in _NORM],
-        "MLM-Bias": ["cls/predictions/output_bias"],
-    }
-    albert = "bert/encoder/transformer/group_0/inner_group_0/"
-    mapping.update({
-        "Transformer-MultiHeadSelfAttention":
-            [f"{albert}attention_1/self/{n}" for n in _ATTENTION]
-            + [f"{albert}attention_1/output/dense/{n}" for n in _DENSE],
-        "Transformer-MultiHeadSelfAttention-Norm": [f"{albert}LayerNorm/{n}" for n in _NORM],
-        "Transformer-FeedForward":
-            [f"{albert}ffn_1/intermediate/dense/{n}" for n in _DENSE]
-            + [f"{albert}ffn_1/intermediate/output/dense/{n}" for n in _DENSE],
-        "Transformer-FeedForward-Norm": [f"{albert}LayerNorm_1/{n}" for n in _NORM],
-    })
-    for name in names:
-        match = re.fullmatch(r"Transformer-(\d+)-MultiHeadSelfAttention", name)
-        if not match:
-            continue
-        layer = f"bert/encoder/layer_{match.group(1)}/"
-        mapping[name] = ([f"{layer}attention/self/{n}" for n in _ATTENTION]
-                         + [f"{layer}attention/output/dense/{n}" for n in _DENSE])
-        mapping[f"{name}-Norm"] = [f"{layer}attention/output/LayerNorm/{n}" for n in _NORM]
-        prefix = name[: -len("MultiHeadSelfAttention")]
-        mapping[f"{prefix}FeedForward"] = ([f"{layer}intermediate/dense/{n}" for n in _DENSE]
-                                           + [f"{layer}output/dense/{n}" for n in _DENSE])
-        mapping[f"{prefix}FeedForward-Norm"] = [f"{layer}output/LayerNorm/{n}" for n in _NORM]
-    return {name: variables for name, variables in mapping.items() if name in names}
-
-
-def _to_checkpoint(variable_name, value):
-    """Keras weight value -> the value stored under ``variable_name`` in Google's format."""
-    if variable_name == "cls/seq_relationship/output_weights":
-        return value.T  # Google stores the NSP kernel as [2, H]
-    return value
+    keras_model = getattr(model, "model", model)
+    family = family or family_of(model)
+    return family.variable_mapping({layer.name for layer in keras_model.layers})
 
 
 def resolve_checkpoint_path(checkpoint_path):
@@ -114,28 +85,32 @@ def resolve_checkpoint_path(checkpoint_path):
     return path
 
 
-def load_weights_from_checkpoint(model, checkpoint_path, keep_tokens=None):
-    """Loads a Google BERT/ALBERT checkpoint into ``model``, checking everything first.
+def load_weights_from_checkpoint(model, checkpoint_path, keep_tokens=None, family=None):
+    """Loads a Google-format checkpoint into ``model``, checking everything first.
 
     Args:
         model: a model (or builder) from ``build_transformer_model``.
         checkpoint_path: checkpoint prefix (``.../bert_model.ckpt``) or its directory.
         keep_tokens: original token ids to keep; rows of the token embedding and of
             the MLM output bias are taken in this order. Defaults to the builder's.
+        family: the builder class whose name table to use (default: the model's).
 
     Raises:
         FileNotFoundError: the checkpoint does not exist.
         ValueError: a variable is missing or its shape disagrees with the model (both
-            shapes are printed). Nothing is assigned in that case.
+            shapes are printed), or a layer of the builder has no checkpoint name. Nothing
+            is assigned in that case.
     """
     if keep_tokens is None:
         keep_tokens = getattr(model, "keep_tokens", None)
     keras_model = getattr(model, "model", model)
+    family = family or family_of(model)
     path = resolve_checkpoint_path(checkpoint_path)
     with _named_read_errors(path):
         reader = tf.train.load_checkpoint(path)
         available = reader.get_variable_to_shape_map()
-    mapping = variable_mapping(keras_model)
+    mapping = variable_mapping(keras_model, family)
+    _check_every_layer_is_mapped(model, mapping, family)
 
     assignments, problems, used = [], [], set()
     for layer_name, variable_names in mapping.items():
@@ -150,10 +125,8 @@ def load_weights_from_checkpoint(model, checkpoint_path, keep_tokens=None):
                 continue
             used.add(variable_name)
             with _named_read_errors(path, variable_name):
-                value = _to_checkpoint(variable_name, reader.get_tensor(variable_name))
-            if keep_tokens is not None and variable_name in (
-                "bert/embeddings/word_embeddings", "cls/predictions/output_bias"
-            ):
+                value = family.to_checkpoint(variable_name, reader.get_tensor(variable_name))
+            if keep_tokens is not None and variable_name in family.token_row_variables():
                 value = _keep_rows(value, keep_tokens, variable_name)
             if tuple(value.shape) != tuple(weight.shape):
                 problems.append(
@@ -169,7 +142,18 @@ def load_weights_from_checkpoint(model, checkpoint_path, keep_tokens=None):
                          f"(nothing was loaded):\n  {shown}{more}")
     for weight, value in assignments:
         weight.assign(value.astype(weight.dtype))
-    _report_unused(path, set(available) - used)
+    _report_unused(path, set(available) - used, family)
+
+
+def _check_every_layer_is_mapped(model, mapping, family):
+    """A builder's layer with weights but no checkpoint name would silently stay random."""
+    if not isinstance(model, models.Transformer):
+        return  # a bare Keras model may hold task layers that no checkpoint has
+    unmapped = sorted(name for name, layer in model.layers.items()
+                      if layer.weights and name not in mapping)
+    if unmapped:
+        raise ValueError(f"the {family.__name__} checkpoint table has no names for the "
+                         f"layers {unmapped}; add them to {family.__name__}.variable_mapping")
 
 
 @contextlib.contextmanager
@@ -204,11 +188,11 @@ def _keep_rows(value, keep_tokens, variable_name):
     return value[np.asarray(keep_tokens)]
 
 
-def _report_unused(path, unused):
+def _report_unused(path, unused, family):
     """Says what a load left unused: silently expected pieces at INFO, others as a warning."""
     state = sorted(n for n in unused if _TRAINING_STATE.search(n))
     rest = sorted(set(unused) - set(state))
-    expected = [n for n in rest if n.startswith(("cls/", "bert/pooler/", "bert/encoder/layer_"))]
+    expected = [n for n in rest if family.expected_unused(n)]
     surprising = [n for n in rest if n not in set(expected)]
     if state or expected:
         logger.info("checkpoint %s: %d optimizer-state and %d variables of heads or layers "
@@ -218,20 +202,21 @@ def _report_unused(path, unused):
                        path, len(surprising), ", ".join(surprising[:10]))
 
 
-def checkpoint_variables(model):
+def checkpoint_variables(model, family=None):
     """``{Google variable name: numpy value}`` for every mapped weight of ``model``."""
     keras_model = getattr(model, "model", model)
+    family = family or family_of(model)
     values = {}
-    for layer_name, variable_names in variable_mapping(keras_model).items():
+    for layer_name, variable_names in variable_mapping(keras_model, family).items():
         layer = keras_model.get_layer(layer_name)
         for weight, variable_name in zip(layer.weights, variable_names):
-            values[variable_name] = _to_checkpoint(
+            values[variable_name] = family.to_checkpoint(
                 variable_name, np.asarray(keras.ops.convert_to_numpy(weight), dtype="float32")
             )
     return values
 
 
-def save_weights_as_checkpoint(model, checkpoint_path, extra_variables=None):
+def save_weights_as_checkpoint(model, checkpoint_path, extra_variables=None, family=None):
     """Writes ``model``'s weights as a Google TF1 checkpoint under Google's names.
 
     The files ``<checkpoint_path>.index`` and ``<checkpoint_path>.data-00000-of-00001``
@@ -246,11 +231,12 @@ def save_weights_as_checkpoint(model, checkpoint_path, extra_variables=None):
         model: a model (or builder) from ``build_transformer_model``.
         checkpoint_path: the prefix to write, e.g. ``out/bert_model.ckpt``.
         extra_variables: optional ``{name: array}`` to store as well (a ``global_step``).
+        family: the builder class whose names to write (default: the model's).
 
     Returns:
         The checkpoint prefix written.
     """
-    values = checkpoint_variables(model)
+    values = checkpoint_variables(model, family)
     values.update(extra_variables or {})
     checkpoint_path = os.path.abspath(os.fspath(checkpoint_path))
     directory = os.path.dirname(checkpoint_path)

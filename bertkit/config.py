@@ -201,8 +201,14 @@ class BertConfig:
         return cls(**values)
 
     @classmethod
-    def from_json_file(cls, path):
-        """Reads Google's ``bert_config.json`` (or ALBERT's) from ``path``."""
+    def from_json_file(cls, path, defaults=None):
+        """Reads Google's ``bert_config.json`` (or ALBERT's) from ``path``.
+
+        Args:
+            path: the JSON file.
+            defaults: values for keys the file omits, where a model family's own default
+                differs from Google BERT's (ELECTRA's ``type_vocab_size``).
+        """
         if not os.path.isfile(path):
             raise FileNotFoundError(f"BERT config file not found: {path}")
         with open(path, encoding="utf-8") as f:
@@ -210,6 +216,8 @@ class BertConfig:
                 values = json.load(f)
             except (json.JSONDecodeError, UnicodeDecodeError) as error:
                 raise ValueError(f"{path} is not valid JSON: {error}") from None
+        if isinstance(values, dict) and defaults:
+            values = {**defaults, **values}
         try:
             return cls.from_dict(values)
         except (TypeError, ValueError) as error:

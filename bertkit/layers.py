@@ -70,6 +70,50 @@ def _initializer(value):
     return keras.initializers.get(value)
 
 
+def rotary_position_embedding(x, offset=0):
+    """Rotates ``x`` by its positions: RoFormer's rotary position embedding (RoPE).
+
+    ``x`` is ``[B, T, ..., D]`` (queries or keys, per head; ``D`` even) and position
+    ``t = offset + index along axis 1``. Pair ``m`` (elements ``2m``, ``2m + 1``, the
+    interleaved layout of RoFormer and GlobalPointer) turns by the angle
+    ``t * 10000 ** (-2m / D)``, so that the dot product of a rotated query and key
+    depends on their positions only through ``t_q - t_k``. Computed in float32 and
+    returned in ``x``'s dtype.
+    """
+    depth = x.shape[-1]
+    if depth is None or depth % 2:
+        raise ValueError(f"rotary position embedding needs an even last axis, got {depth}")
+    positions = ops.cast(ops.arange(ops.shape(x)[1]) + offset, "float32")
+    inverse_frequencies = ops.power(10000.0, -ops.arange(0, depth, 2, dtype="float32") / depth)
+    angles = positions[:, None] * inverse_frequencies[None, :]           # [T, D/2]
+    # [T, D/2] -> [T, D] (each angle twice, for its pair) -> [1, T, 1.., D]
+    shape = (1, -1) + (1,) * (len(x.shape) - 3) + (depth,)
+    sin = ops.reshape(ops.repeat(ops.sin(angles), 2, axis=-1), shape)
+    cos = ops.reshape(ops.repeat(ops.cos(angles), 2, axis=-1), shape)
+    x32 = ops.cast(x, "float32")
+    # (x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...)
+    turned = ops.reshape(ops.stack([-x32[..., 1::2], x32[..., ::2]], axis=-1), ops.shape(x32))
+    return ops.cast(x32 * cos + turned * sin, x.dtype)
+
+
+def relative_position_table(query_length, key_length, depth, max_relative_position):
+    """NEZHA's functional relative positions: ``[Q, K, D]`` sinusoids of ``j - i``.
+
+    Row ``r = clip(j - i, -max, max) + max`` of a table whose entry ``[r, 2m]`` is
+    ``sin(r / 10000 ** (2m / D))`` and ``[r, 2m + 1]`` the cosine (the row index itself is
+    the angle's position, as NEZHA's code has it). Not trained and not stored in
+    checkpoints; added to the keys and to the values of attention.
+    """
+    rows = 2 * max_relative_position + 1
+    div = ops.exp(ops.arange(0, depth, 2, dtype="float32") * (-math.log(10000.0) / depth))
+    angles = ops.arange(rows, dtype="float32")[:, None] * div[None, :]      # [R, D/2]
+    table = ops.reshape(ops.stack([ops.sin(angles), ops.cos(angles)], axis=-1), (rows, -1))
+    table = table[:, :depth]  # an odd depth keeps its last sine
+    distance = ops.arange(key_length)[None, :] - ops.arange(query_length)[:, None]  # j - i
+    index = ops.clip(distance, -max_relative_position, max_relative_position)
+    return ops.take(table, index + max_relative_position, axis=0)  # [Q, K, D]
+
+
 @_register
 class Embedding(keras.layers.Embedding):
     """A token embedding that can also act as the tied output projection.
@@ -238,7 +282,15 @@ class MultiHeadAttention(keras.layers.Layer):
         out_dim: output width; defaults to ``heads * head_size``.
         attention_dropout: dropout rate on the attention probabilities.
         kernel_initializer: initializer of the four kernels (biases start at zero).
+        use_bias: projections with biases (RoFormer-v2 has none).
+        position_encoding: positions inside attention, for families without absolute
+            position embeddings: ``None``; ``'rotary'`` (RoFormer: queries and keys
+            rotated by :func:`rotary_position_embedding`); ``'relative'`` (NEZHA:
+            :func:`relative_position_table` added to the keys and to the values).
+        max_relative_position: the clipping distance of ``'relative'``.
     """
+
+    POSITION_ENCODINGS = (None, "rotary", "relative")
 
     def __init__(
         self,
@@ -247,14 +299,23 @@ class MultiHeadAttention(keras.layers.Layer):
         out_dim=None,
         attention_dropout=0.0,
         kernel_initializer="glorot_uniform",
+        use_bias=True,
+        position_encoding=None,
+        max_relative_position=64,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if position_encoding not in self.POSITION_ENCODINGS:
+            raise ValueError(f"position_encoding must be one of {self.POSITION_ENCODINGS}, "
+                             f"got {position_encoding!r}")
         self.heads = heads
         self.head_size = head_size
         self.out_dim = out_dim or heads * head_size
         self.attention_dropout = attention_dropout
         self.kernel_initializer = _initializer(kernel_initializer)
+        self.use_bias = use_bias
+        self.position_encoding = position_encoding
+        self.max_relative_position = max_relative_position
         self.dropout = Dropout(attention_dropout, dtype=self.dtype_policy)
 
     def build(self, input_shape):
@@ -269,14 +330,18 @@ class MultiHeadAttention(keras.layers.Layer):
             kernel = self.add_weight(
                 shape=shape, initializer=self.kernel_initializer, name=f"{prefix}_kernel"
             )
-            bias = self.add_weight(shape=shape[-1:], initializer="zeros", name=f"{prefix}_bias")
             setattr(self, f"{prefix}_kernel", kernel)
-            setattr(self, f"{prefix}_bias", bias)
+            if self.use_bias:
+                bias = self.add_weight(shape=shape[-1:], initializer="zeros",
+                                       name=f"{prefix}_bias")
+                setattr(self, f"{prefix}_bias", bias)
 
     def _project(self, x, prefix):
         kernel = ops.cast(getattr(self, f"{prefix}_kernel"), self.compute_dtype)
-        bias = ops.cast(getattr(self, f"{prefix}_bias"), self.compute_dtype)
-        return ops.matmul(x, kernel) + bias
+        y = ops.matmul(x, kernel)
+        if self.use_bias:
+            y = y + ops.cast(getattr(self, f"{prefix}_bias"), self.compute_dtype)
+        return y
 
     def _split_heads(self, x):
         # [B, T, N*D] -> [B, T, N, D]
@@ -287,8 +352,18 @@ class MultiHeadAttention(keras.layers.Layer):
         query = self._split_heads(self._project(inputs if query is None else query, "query"))
         key = self._split_heads(self._project(inputs, "key"))
         value = self._split_heads(self._project(inputs, "value"))
+        relative = None
+        if self.position_encoding == "rotary":
+            # A [CLS]-only query is position 0, the first of the keys' positions.
+            query, key = rotary_position_embedding(query), rotary_position_embedding(key)
+        elif self.position_encoding == "relative":
+            relative = ops.cast(relative_position_table(
+                ops.shape(query)[1], ops.shape(key)[1], self.head_size,
+                self.max_relative_position), self.compute_dtype)       # [T, S, D]
         # [B, T, N, D] x [B, S, N, D] -> [B, N, T, S], in float32 for a stable softmax
         scores = ops.einsum("btnd,bsnd->bnts", query, key)
+        if relative is not None:  # q_i . R_ij, added before the scaling as NEZHA does
+            scores = scores + ops.einsum("btnd,tsd->bnts", query, relative)
         scores = ops.cast(scores, "float32") / math.sqrt(self.head_size)
         if attention_mask is not None:
             mask = ops.cast(attention_mask, "float32")[:, None, None, :]  # [B, 1, 1, S]
@@ -297,6 +372,8 @@ class MultiHeadAttention(keras.layers.Layer):
         dropped = self.dropout(ops.cast(probs, self.compute_dtype), training=training)
         # [B, N, T, S] x [B, S, N, D] -> [B, T, N, D] -> [B, T, N*D]
         context = ops.einsum("bnts,bsnd->btnd", dropped, value)
+        if relative is not None:  # sum_j p_ij R_ij
+            context = context + ops.einsum("bnts,tsd->btnd", dropped, relative)
         context = ops.reshape(context, (ops.shape(context)[0], -1, self.heads * self.head_size))
         output = self._project(context, "output")
         if return_attention_scores:
@@ -325,6 +402,9 @@ class MultiHeadAttention(keras.layers.Layer):
             out_dim=self.out_dim,
             attention_dropout=self.attention_dropout,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            use_bias=self.use_bias,
+            position_encoding=self.position_encoding,
+            max_relative_position=self.max_relative_position,
         )
         return config
 
@@ -337,11 +417,14 @@ class FeedForward(keras.layers.Layer):
         units: the intermediate width I.
         activation: ``'gelu'`` (erf), ``'gelu_tanh'``, ``'relu'``, ``'swish'``, ...
         kernel_initializer: initializer of both kernels (biases start at zero).
+        use_bias: dense layers with biases (RoFormer-v2 has none).
     """
 
-    def __init__(self, units, activation="gelu", kernel_initializer="glorot_uniform", **kwargs):
+    def __init__(self, units, activation="gelu", kernel_initializer="glorot_uniform",
+                 use_bias=True, **kwargs):
         super().__init__(**kwargs)
         self.units = units
+        self.use_bias = use_bias
         self.activation = activation
         self.activation_fn = get_activation(activation)
         self.kernel_initializer = _initializer(kernel_initializer)
@@ -352,19 +435,26 @@ class FeedForward(keras.layers.Layer):
         self.intermediate_kernel = self.add_weight(
             shape=(width, self.units), initializer=init, name="intermediate_kernel"
         )
-        self.intermediate_bias = self.add_weight(
-            shape=(self.units,), initializer="zeros", name="intermediate_bias"
-        )
+        if self.use_bias:
+            self.intermediate_bias = self.add_weight(
+                shape=(self.units,), initializer="zeros", name="intermediate_bias"
+            )
         self.output_kernel = self.add_weight(
             shape=(self.units, width), initializer=init, name="output_kernel"
         )
-        self.output_bias = self.add_weight(shape=(width,), initializer="zeros", name="output_bias")
+        if self.use_bias:
+            self.output_bias = self.add_weight(shape=(width,), initializer="zeros",
+                                               name="output_bias")
 
     def call(self, inputs):
         dtype = self.compute_dtype
         x = ops.matmul(inputs, ops.cast(self.intermediate_kernel, dtype))
-        x = self.activation_fn(x + ops.cast(self.intermediate_bias, dtype))
-        return ops.matmul(x, ops.cast(self.output_kernel, dtype)) + ops.cast(self.output_bias, dtype)
+        if self.use_bias:
+            x = x + ops.cast(self.intermediate_bias, dtype)
+        x = ops.matmul(self.activation_fn(x), ops.cast(self.output_kernel, dtype))
+        if self.use_bias:
+            x = x + ops.cast(self.output_bias, dtype)
+        return x
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -375,8 +465,33 @@ class FeedForward(keras.layers.Layer):
             units=self.units,
             activation=self.activation,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            use_bias=self.use_bias,
         )
         return config
+
+
+@_register
+class RMSNorm(keras.layers.Layer):
+    """Parameter-free RMS normalisation, RoFormer-v2's norm: ``x / sqrt(mean(x^2) + eps)``.
+
+    No mean is subtracted and there is no gain or bias (so nothing to load or train).
+    Computed in float32 whatever the compute dtype.
+    """
+
+    def __init__(self, epsilon=1e-12, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+
+    def call(self, inputs):
+        x = ops.cast(inputs, "float32")
+        x = x * ops.rsqrt(ops.mean(ops.square(x), axis=-1, keepdims=True) + self.epsilon)
+        return ops.cast(x, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
 
 
 @_register

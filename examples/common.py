@@ -25,10 +25,11 @@ DTYPE_POLICIES = {"fp32": None, "bf16": "mixed_bfloat16"}  # --mixed-precision -
 
 def add_checkpoint_arguments(parser):
     """``--config --checkpoint --vocab --model --do-lower-case``."""
-    parser.add_argument("--config", help="bert_config.json of a Google BERT/ALBERT checkpoint")
+    parser.add_argument("--config", help="bert_config.json of a Google-format checkpoint")
     parser.add_argument("--checkpoint", help="checkpoint prefix, e.g. .../bert_model.ckpt")
     parser.add_argument("--vocab", help="vocab.txt of the checkpoint")
-    parser.add_argument("--model", default="bert", choices=["bert", "roberta", "albert"])
+    parser.add_argument("--model", default="bert", choices=models.family_names(),
+                        help="the checkpoint's model family (default: bert)")
     parser.add_argument("--do-lower-case", action="store_true",
                         help="for uncased English models")
 

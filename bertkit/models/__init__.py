@@ -1,0 +1,160 @@
+"""Transformer families, their registry, and `build_transformer_model`.
+
+Each family is one module of this package: a builder class (``bertkit.models.base``
+documents the hooks) that owns its checkpoint name table. ``build_transformer_model``
+looks the family up by name in the registry, or takes a builder class directly.
+
+Example:
+
+>>> model = build_transformer_model('bert_config.json', 'bert_model.ckpt', with_pool=True)
+>>> nezha = build_transformer_model('nezha/bert_config.json', 'nezha/model.ckpt', model='nezha')
+>>> probs = attention_model(model).predict([token_ids, segment_ids])  # [B, N, T, T] per layer
+
+A family of your own (one module, one test file):
+
+>>> from bertkit.models import Transformer, register_family
+>>> @register_family("my_bert")
+... class MyBERT(Transformer):
+...     def feed_forward_options(self):
+...         return dict(super().feed_forward_options(), activation="relu")
+>>> build_transformer_model(config, checkpoint, model="my_bert")
+"""
+from bertkit.config import BertConfig
+# Bucketed padding lives with the rest of the padding, in bertkit.data; importable
+# from here as before.
+from bertkit.data import DEFAULT_LENGTH_BUCKETS, bucket_length, pad_to_bucket  # noqa: F401
+from bertkit.models.albert import ALBERT
+from bertkit.models.analysis import attention_model, intermediate_model, reinitialize_top_blocks
+from bertkit.models.base import Transformer
+from bertkit.models.bert import BERT, RoBERTa
+from bertkit.models.electra import ELECTRA
+from bertkit.models.nezha import NEZHA
+from bertkit.models.roformer import RoFormer, RoFormerV2
+
+__all__ = ["build_transformer_model", "register_family", "get_family", "family_names",
+           "Transformer", "BERT", "RoBERTa", "ALBERT", "ELECTRA", "NEZHA", "RoFormer",
+           "RoFormerV2", "intermediate_model", "attention_model", "reinitialize_top_blocks"]
+
+_FAMILIES = {}
+
+
+def register_family(name, family=None):
+    """Registers a builder class under ``name`` for ``build_transformer_model(model=name)``.
+
+    Use it as ``register_family("name", MyFamily)`` or as a class decorator
+    ``@register_family("name")``. The examples' ``--model`` choices are the registry's
+    names.
+
+    Raises:
+        TypeError: ``family`` is not a subclass of :class:`Transformer`.
+        ValueError: ``name`` is taken by another class.
+    """
+    def register(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Transformer)):
+            raise TypeError(f"a family must be a subclass of bertkit.models.Transformer, "
+                            f"got {cls!r}")
+        key = str(name).lower()
+        if _FAMILIES.get(key, cls) is not cls:
+            raise ValueError(f"model family {key!r} is already registered "
+                             f"({_FAMILIES[key].__name__})")
+        _FAMILIES[key] = cls
+        return cls
+
+    return register if family is None else register(family)
+
+
+for _family in (BERT, RoBERTa, ALBERT, ELECTRA, NEZHA, RoFormer, RoFormerV2):
+    register_family(_family.model_type, _family)
+
+
+def family_names():
+    """The registered family names, sorted."""
+    return sorted(_FAMILIES)
+
+
+def get_family(model):
+    """The builder class for a registered name (any case) or a ``Transformer`` subclass."""
+    if isinstance(model, type) and issubclass(model, Transformer):
+        return model
+    key = str(model).lower()
+    if key not in _FAMILIES:
+        raise ValueError(f"unknown model {model!r}; expected one of {family_names()} or a "
+                         "bertkit.models.Transformer subclass")
+    return _FAMILIES[key]
+
+
+def build_transformer_model(config_path=None, checkpoint_path=None, model="bert",
+                            with_pool=False, with_nsp=False, with_mlm=False,
+                            keep_tokens=None, return_keras_model=True, layer_norm_cond=None,
+                            layer_norm_cond_hidden_size=None, layer_norm_cond_hidden_act=None,
+                            dtype=None, cls_only_last_layer=None, **overrides):
+    """Builds an encoder of any registered family and optionally loads a Google checkpoint.
+
+    Args:
+        config_path: path to ``bert_config.json``, or a ``BertConfig``/dict. May be
+            ``None`` when ``overrides`` give at least ``vocab_size``.
+        checkpoint_path: the checkpoint prefix (``.../bert_model.ckpt``) or its
+            directory; ``None`` keeps the random initialisation.
+        model: a family name (``'bert'``, ``'roberta'``, ``'albert'``, ``'electra'``,
+            ``'nezha'``, ``'roformer'``, ``'roformer_v2'``, or one registered with
+            :func:`register_family`) or a :class:`Transformer` subclass.
+        with_pool: output the pooled ``[CLS]`` vector ``[B, H]`` instead of the sequence;
+            ``'linear'`` for a linear pooler (SimBERT-style checkpoints).
+        with_nsp: output next-sentence probabilities ``[B, 2]`` (needs the pooler).
+        with_mlm: output masked-LM probabilities ``[B, T, V]`` with the output matrix
+            tied to the token embedding; ``'linear'`` gives logits.
+        keep_tokens: list of token ids to keep from the checkpoint's vocabulary.
+        layer_norm_cond: condition every layer norm on a vector ``[B, C]``: an int ``C``
+            (adds the input ``Input-Condition``) or a ``keras.Input``; see
+            :class:`Transformer`. The model's inputs become
+            ``[Input-Token, Input-Segment, condition]``.
+        layer_norm_cond_hidden_size, layer_norm_cond_hidden_act: see :class:`Transformer`.
+        dtype: dtype policy of the model's layers, e.g. ``'mixed_bfloat16'``; ``None``
+            (default) follows ``keras.config.dtype_policy()``. Variables stay float32
+            under the mixed policies, so checkpoints load and save the same values.
+        cls_only_last_layer: compute the last block for ``[CLS]`` only; by default on
+            exactly when the pooler's output is the only one (same outputs, less work);
+            see :class:`Transformer`.
+        return_keras_model: ``False`` returns the builder (``.model``, ``.config``,
+            ``.layer(name)``) so that it can be extended.
+        **overrides: config keys to override, e.g. ``num_hidden_layers=4`` to load only
+            the first four layers of a checkpoint, or ``hidden_dropout_prob=0``; and a
+            family's own options (ELECTRA's ``with_discriminator``).
+
+    Returns:
+        A ``keras.Model`` with inputs ``[Input-Token, Input-Segment]``; with several
+        heads its output is ``[pooled or nsp, mlm]`` as in bert4keras. Or the builder.
+
+    Raises:
+        ValueError: unknown ``model``, bad config values, or a checkpoint that does not
+            match the config (naming the variable and both shapes).
+        FileNotFoundError: a missing config or checkpoint file.
+    """
+    family = get_family(model)
+    options = {key: overrides.pop(key) for key in list(overrides)
+               if key in family.extra_options}
+    config = _resolve_config(config_path, overrides, family.config_defaults)
+    builder = family(config, with_pool=with_pool, with_nsp=with_nsp,
+                     with_mlm=with_mlm, keep_tokens=keep_tokens,
+                     layer_norm_cond=layer_norm_cond,
+                     layer_norm_cond_hidden_size=layer_norm_cond_hidden_size,
+                     layer_norm_cond_hidden_act=layer_norm_cond_hidden_act,
+                     dtype=dtype, cls_only_last_layer=cls_only_last_layer, **options)
+    builder.build()
+    if checkpoint_path is not None:
+        from bertkit import checkpoints  # imported here: checkpoints imports the families
+
+        checkpoints.load_weights_from_checkpoint(builder, checkpoint_path)
+    return builder.model if return_keras_model else builder
+
+
+def _resolve_config(config_path, overrides, defaults):
+    """The ``BertConfig`` of a path, dict or config, with the family's defaults for the
+    keys a file omits (ELECTRA's ``type_vocab_size`` is 2, not Google BERT's 16)."""
+    if isinstance(config_path, BertConfig):
+        config = config_path
+    elif config_path is None or isinstance(config_path, dict):
+        return BertConfig.from_dict({**defaults, **(config_path or {}), **overrides})
+    else:
+        config = BertConfig.from_json_file(config_path, defaults=defaults)
+    return config.replace(**overrides) if overrides else config

@@ -1,0 +1,21 @@
+"""BERT as in Google's ``modeling.py``, and RoBERTa checkpoints saved in its naming."""
+from bertkit.models.base import Transformer
+
+
+class BERT(Transformer):
+    """BERT as in Google's ``modeling.py``: post-layer-norm blocks, learned positions.
+
+    Every hook is the base builder's; checkpoints use Google's ``bert/...`` names.
+    """
+
+    model_type = "bert"
+
+
+class RoBERTa(BERT):
+    """RoBERTa-style checkpoints saved in Google's BERT naming (e.g. Chinese RoBERTa-wwm).
+
+    The architecture is BERT's; the class exists so that ``model='roberta'`` reads as
+    what it is.
+    """
+
+    model_type = "roberta"

@@ -1,0 +1,66 @@
+"""RoFormer (ZhuiyiTechnology): rotary position embedding, v1 and v2.
+
+RoFormer is BERT with no absolute position embeddings; its queries and keys are
+rotated by their positions (:func:`bertkit.layers.rotary_position_embedding`).
+RoFormer-v2 also drops every bias and every norm parameter: its norm is a
+parameter-free RMS norm and its feed-forward uses relu.
+"""
+import keras
+
+from bertkit import layers as bk_layers
+from bertkit.models.base import Transformer
+
+
+class RoFormer(Transformer):
+    """RoFormer (v1): BERT with rotary positions in attention. Checkpoints use BERT's
+    names without ``position_embeddings``; the MLM head is BERT's."""
+
+    model_type = "roformer"
+    position_embeddings = False
+
+    def attention_options(self):
+        return dict(super().attention_options(), position_encoding="rotary")
+
+
+class RoFormerV2(RoFormer):
+    """RoFormer-v2: rotary attention without biases, parameter-free RMS norms.
+
+    With ``with_mlm`` the output is the token embedding transposed, as in the release
+    (no transform, no bias). There is no pooler in the release checkpoints.
+    """
+
+    model_type = "roformer_v2"
+
+    def attention_options(self):
+        return dict(super().attention_options(), use_bias=False)
+
+    def feed_forward_options(self):
+        return dict(super().feed_forward_options(), use_bias=False)
+
+    def apply_norm(self, x, name):
+        if self.layer_norm_cond is not None:
+            raise ValueError("RoFormer-v2's norms have no gain or bias to condition")
+        return self.apply(x, bk_layers.RMSNorm, name, epsilon=self.config.layer_norm_eps)
+
+    def apply_mlm_head(self, x):
+        y = self.apply(x, bk_layers.Embedding, "Embedding-Token", arguments={"mode": "dense"})
+        return self.apply(y, keras.layers.Activation, "MLM-Activation",
+                          activation="linear" if self.with_mlm == "linear" else "softmax",
+                          dtype="float32")
+
+    @classmethod
+    def variable_mapping(cls, layer_names):
+        # The norms are parameter-free: nothing of theirs is stored.
+        return {name: variables for name, variables in super().variable_mapping(
+            layer_names).items() if not name.endswith("Norm")}
+
+    @classmethod
+    def block_mapping(cls, index, prefix):
+        layer = f"{cls.scope}/encoder/layer_{index}/"
+        return {
+            f"{prefix}-MultiHeadSelfAttention":
+                [f"{layer}attention/self/{n}/kernel" for n in ("query", "key", "value")]
+                + [f"{layer}attention/output/dense/kernel"],
+            f"{prefix}-FeedForward": [f"{layer}intermediate/dense/kernel",
+                                      f"{layer}output/dense/kernel"],
+        }
