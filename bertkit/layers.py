@@ -120,7 +120,9 @@ class Embedding(keras.layers.Embedding):
 
     ``layer(ids)`` looks rows up as usual; ``layer(x, mode='dense')`` multiplies
     hidden states by the transposed table, ``[B, T, E] -> [B, T, V]``, which is how
-    BERT's MLM head shares its output matrix with the input embedding.
+    BERT's MLM head shares its output matrix with the input embedding;
+    ``layer(x, mode='project')`` multiplies by the table itself,
+    ``[B, T, V] -> [B, T, E]`` (ALBERT-zh's embedding projection, used both ways).
 
     Example:
 
@@ -132,14 +134,18 @@ class Embedding(keras.layers.Embedding):
     def call(self, inputs, mode="embedding"):
         if mode == "embedding":
             return super().call(inputs)
-        if mode == "dense":
+        if mode in ("dense", "project"):
             kernel = ops.cast(self.embeddings, self.compute_dtype)
-            return ops.matmul(inputs, ops.transpose(kernel))
-        raise ValueError(f"Embedding mode must be 'embedding' or 'dense', got {mode!r}")
+            return ops.matmul(inputs, ops.transpose(kernel) if mode == "dense" else kernel)
+        raise ValueError(f"Embedding mode must be 'embedding', 'dense' or 'project', got "
+                         f"{mode!r}")
 
     def compute_output_spec(self, inputs, mode="embedding"):
         if mode == "dense":
             return keras.KerasTensor((*inputs.shape[:-1], self.input_dim), dtype=self.compute_dtype)
+        if mode == "project":
+            return keras.KerasTensor((*inputs.shape[:-1], self.output_dim),
+                                     dtype=self.compute_dtype)
         return keras.KerasTensor((*inputs.shape, self.output_dim), dtype=self.compute_dtype)
 
     def compute_mask(self, inputs, mask=None):

@@ -23,7 +23,7 @@ from bertkit.config import BertConfig
 # Bucketed padding lives with the rest of the padding, in bertkit.data; importable
 # from here as before.
 from bertkit.data import DEFAULT_LENGTH_BUCKETS, bucket_length, pad_to_bucket  # noqa: F401
-from bertkit.models.albert import ALBERT
+from bertkit.models.albert import ALBERT, ALBERTzh
 from bertkit.models.analysis import attention_model, intermediate_model, reinitialize_top_blocks
 from bertkit.models.base import Transformer
 from bertkit.models.bert import BERT, RoBERTa
@@ -32,7 +32,7 @@ from bertkit.models.nezha import NEZHA
 from bertkit.models.roformer import RoFormer, RoFormerV2
 
 __all__ = ["build_transformer_model", "register_family", "get_family", "family_names",
-           "Transformer", "BERT", "RoBERTa", "ALBERT", "ELECTRA", "NEZHA", "RoFormer",
+           "Transformer", "BERT", "RoBERTa", "ALBERT", "ALBERTzh", "ELECTRA", "NEZHA", "RoFormer",
            "RoFormerV2", "intermediate_model", "attention_model", "reinitialize_top_blocks"]
 
 _FAMILIES = {}
@@ -63,7 +63,7 @@ def register_family(name, family=None):
     return register if family is None else register(family)
 
 
-for _family in (BERT, RoBERTa, ALBERT, ELECTRA, NEZHA, RoFormer, RoFormerV2):
+for _family in (BERT, RoBERTa, ALBERT, ALBERTzh, ELECTRA, NEZHA, RoFormer, RoFormerV2):
     register_family(_family.model_type, _family)
 
 
@@ -95,9 +95,9 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
             ``None`` when ``overrides`` give at least ``vocab_size``.
         checkpoint_path: the checkpoint prefix (``.../bert_model.ckpt``) or its
             directory; ``None`` keeps the random initialisation.
-        model: a family name (``'bert'``, ``'roberta'``, ``'albert'``, ``'electra'``,
-            ``'nezha'``, ``'roformer'``, ``'roformer_v2'``, or one registered with
-            :func:`register_family`) or a :class:`Transformer` subclass.
+        model: a family name (``'bert'``, ``'roberta'``, ``'albert'``, ``'albert_zh'``,
+            ``'electra'``, ``'nezha'``, ``'roformer'``, ``'roformer_v2'``, or one
+            registered with :func:`register_family`) or a :class:`Transformer` subclass.
         with_pool: output the pooled ``[CLS]`` vector ``[B, H]`` instead of the sequence;
             ``'linear'`` for a linear pooler (SimBERT-style checkpoints).
         with_nsp: output next-sentence probabilities ``[B, 2]`` (needs the pooler).

@@ -1,4 +1,7 @@
 """ALBERT: a factorised embedding and one set of transformer weights for every layer."""
+import keras
+
+from bertkit import layers as bk_layers
 from bertkit.models.base import DENSE, NORM, Transformer
 
 
@@ -36,4 +39,68 @@ class ALBERT(Transformer):
             "Transformer-FeedForward-Norm": [f"{group}LayerNorm_1/{n}" for n in NORM],
         }
         mapping.update({k: v for k, v in shared.items() if k in layer_names})
+        return mapping
+
+
+class ALBERTzh(ALBERT):
+    """The early Chinese ALBERT of brightmart/albert_zh (``albert_base_zh``,
+    ``albert_tiny_zh``, ... without "google" in the name), whose names and embedding
+    differ from Google's ALBERT.
+
+    Its factorised embedding is projected to the hidden size right after the lookup
+    (``bert/embeddings/word_embeddings_2``, ``[E, H]``, no bias), before the segment
+    and position embeddings (``[S, H]``, ``[P, H]``) are added; the shared block is
+    BERT's under ``bert/encoder/layer_shared/``; the MLM head projects back through the
+    same ``[E, H]`` matrix. Only the post-layer-norm releases (``ln_type`` ``postln``, the
+    tiny, base and large models) are supported.
+    """
+
+    model_type = "albert_zh"
+
+    def __init__(self, config, **kwargs):
+        if config.extra.get("ln_type", "postln") not in (None, "postln"):
+            raise ValueError(f"ALBERT-zh with ln_type {config.extra['ln_type']!r} (the "
+                             "pre-layer-norm xlarge models) is not supported")
+        super().__init__(config, **kwargs)
+
+    def apply_embeddings(self, inputs):
+        token_ids, segment_ids = inputs
+        c = self.config
+        x = self.apply(token_ids, bk_layers.Embedding, "Embedding-Token",
+                       input_dim=c.vocab_size, output_dim=self.embedding_size(),
+                       embeddings_initializer=self.initializer)
+        # [B, T, E] -> [B, T, H] through the [E, H] table of word_embeddings_2
+        x = self.apply(x, bk_layers.Embedding, "Embedding-Mapping", arguments={"mode": "project"},
+                       input_dim=self.embedding_size(), output_dim=c.hidden_size,
+                       embeddings_initializer=self.initializer)
+        s = self.apply(segment_ids, keras.layers.Embedding, "Embedding-Segment",
+                       input_dim=c.type_vocab_size, output_dim=c.hidden_size,
+                       embeddings_initializer=self.initializer)
+        x = self.apply([x, s], keras.layers.Add, "Embedding-Token-Segment")
+        x = self.apply(x, bk_layers.PositionEmbedding, "Embedding-Position",
+                       input_dim=c.max_position_embeddings, output_dim=c.hidden_size,
+                       embeddings_initializer=self.initializer)
+        x = self.apply_norm(x, "Embedding-Norm")
+        return self.apply(x, bk_layers.Dropout, "Embedding-Dropout", rate=c.hidden_dropout_prob)
+
+    def apply_mlm_head(self, x):
+        y = self.apply(x, keras.layers.Dense, "MLM-Dense", units=self.config.hidden_size,
+                       activation=bk_layers.get_activation(self.config.activation),
+                       kernel_initializer=self.initializer)
+        y = self.apply_norm(y, "MLM-Norm")
+        # [B, T, H] -> [B, T, E] -> [B, T, V]: both tables transposed
+        y = self.apply(y, bk_layers.Embedding, "Embedding-Mapping", arguments={"mode": "dense"})
+        y = self.apply(y, bk_layers.Embedding, "Embedding-Token", arguments={"mode": "dense"})
+        y = self.apply(y, bk_layers.BiasAdd, "MLM-Bias")
+        return self.apply(y, keras.layers.Activation, "MLM-Activation",
+                          activation="linear" if self.with_mlm == "linear" else "softmax",
+                          dtype="float32")
+
+    @classmethod
+    def variable_mapping(cls, layer_names):
+        mapping = Transformer.variable_mapping(layer_names)
+        mapping.update({k: v for k, v in Transformer.block_mapping(
+            "shared", "Transformer").items() if k in layer_names})
+        if "Embedding-Mapping" in layer_names:
+            mapping["Embedding-Mapping"] = ["bert/embeddings/word_embeddings_2"]
         return mapping
