@@ -343,10 +343,7 @@ def build_pretraining_model(builder, max_predictions):
                             name="Input-Masked-Positions")
     # The builder's dtype policy, so that a bf16 encoder gathers in bf16.
     x = GatherPositions(name="MLM-Gather", dtype=builder.dtype)([sequence, positions])
-    x = builder.layer("MLM-Dense")(x)
-    x = builder.layer("MLM-Norm")(x)
-    x = builder.layer("Embedding-Token")(x, mode="dense")  # [B, P, E] -> [B, P, V]
-    x = builder.layer("MLM-Bias")(x)
+    x = builder.mlm_logits(x)  # the family's MLM head, its layers shared: [B, P, V]
     logits = keras.layers.Activation("linear", dtype="float32", name="MLM-Logits")(x)
     return keras.Model(inputs + [positions], logits, name=f"{encoder.name}_mlm_pretraining")
 

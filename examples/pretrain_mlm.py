@@ -74,7 +74,7 @@ from tqdm.auto import tqdm  # noqa: E402
 from bertkit import optimizers, pretraining  # noqa: E402
 from bertkit.checkpoints import save_checkpoint_dir  # noqa: E402
 from bertkit.config import BertConfig  # noqa: E402
-from bertkit.models import build_transformer_model  # noqa: E402
+from bertkit.models import build_transformer_model, family_names, get_family  # noqa: E402
 from bertkit.schedules import PiecewiseLinear  # noqa: E402
 from bertkit.tokenizers import Tokenizer  # noqa: E402
 from bertkit.storage import RunDirectory, write_bytes_atomically  # noqa: E402
@@ -110,6 +110,9 @@ def parse_args(argv=None):
     p.add_argument("--vocab", help="vocab.txt (default: the shared Chinese vocabulary, "
                    "else the demo vocabulary)")
     p.add_argument("--config", help="bert_config.json (instead of the size flags)")
+    p.add_argument("--model", default="bert", choices=family_names(),
+                   help="the model family to pretrain (default: bert); with "
+                        "--init-checkpoint, that checkpoint's family")
     p.add_argument("--init-checkpoint", help="continue pretraining this Google checkpoint "
                    "(needs --config and its --vocab)")
     p.add_argument("--layers", type=int, default=4)
@@ -599,7 +602,9 @@ def main(argv=None):
             shuffle=False).arrays(0)
 
     builder = build_transformer_model(pretrain_config,
-                                      args.init_checkpoint, with_pool=True, with_mlm=True,
+                                      args.init_checkpoint, model=args.model,
+                                      with_pool=get_family(args.model).has_pooler,
+                                      with_mlm=True,
                                       dtype=dtype_policy(args),
                                       return_keras_model=False)
     model = pretraining.build_pretraining_model(builder, data.max_predictions)

@@ -86,3 +86,18 @@ def test_trains_under_bf16_with_layerwise_learning_rates(family):
     changed = [not np.array_equal(a, keras.ops.convert_to_numpy(w))
                for a, w in zip(before, model.trainable_weights)]
     assert all(changed), [w.path for w, c in zip(model.trainable_weights, changed) if not c]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_pretraining_gathers_the_familys_own_mlm_head(family):
+    from bertkit.pretraining import build_pretraining_model
+
+    keras.utils.set_random_seed(3)
+    builder = build_transformer_model(config_for(family), model=family, with_mlm="linear",
+                                      return_keras_model=False)
+    gathered = build_pretraining_model(builder, max_predictions=2)
+    positions = np.array([[1, 3], [4, 2]])
+    logits = gathered.predict([TOKENS, SEGMENTS, positions], verbose=0)
+    full = builder.model.predict([TOKENS, SEGMENTS], verbose=0)
+    expected = np.take_along_axis(full, positions[..., None], axis=1)
+    np.testing.assert_allclose(logits, expected, atol=1e-5)

@@ -83,7 +83,7 @@ class ALBERTzh(ALBERT):
         x = self.apply_norm(x, "Embedding-Norm")
         return self.apply(x, bk_layers.Dropout, "Embedding-Dropout", rate=c.hidden_dropout_prob)
 
-    def apply_mlm_head(self, x):
+    def mlm_logits(self, x):
         y = self.apply(x, keras.layers.Dense, "MLM-Dense", units=self.config.hidden_size,
                        activation=bk_layers.get_activation(self.config.activation),
                        kernel_initializer=self.initializer)
@@ -91,10 +91,7 @@ class ALBERTzh(ALBERT):
         # [B, T, H] -> [B, T, E] -> [B, T, V]: both tables transposed
         y = self.apply(y, bk_layers.Embedding, "Embedding-Mapping", arguments={"mode": "dense"})
         y = self.apply(y, bk_layers.Embedding, "Embedding-Token", arguments={"mode": "dense"})
-        y = self.apply(y, bk_layers.BiasAdd, "MLM-Bias")
-        return self.apply(y, keras.layers.Activation, "MLM-Activation",
-                          activation="linear" if self.with_mlm == "linear" else "softmax",
-                          dtype="float32")
+        return self.apply(y, bk_layers.BiasAdd, "MLM-Bias")
 
     @classmethod
     def variable_mapping(cls, layer_names):

@@ -16,7 +16,7 @@ that overrides a few of them (see ``bertkit/models/nezha.py``):
 - ``feed_forward_options``: biases and activation;
 - ``apply_norm``: the normalisation layer;
 - ``attention_query``: the ``[CLS]``-only last block of pooled-only models;
-- ``apply_final_layers``: pooler, NSP, MLM and family heads;
+- ``apply_final_layers``: pooler, NSP, MLM (``mlm_logits``) and family heads;
 - ``variable_mapping``: the checkpoint's variable names for each layer.
 """
 import re
@@ -79,6 +79,8 @@ class Transformer:
     scope = "bert"
     #: Whether the embeddings add learned absolute positions.
     position_embeddings = True
+    #: Whether the family's checkpoints carry a pooler (``with_pool`` reads it).
+    has_pooler = True
     #: Config values a family assumes where its config files omit the key.
     config_defaults = {}
     #: Options this family accepts beyond the base builder's (name -> default).
@@ -276,16 +278,20 @@ class Transformer:
         return pooled
 
     def apply_mlm_head(self, x):
-        """Dense, norm, the token embedding transposed (tied), bias, softmax."""
+        """The MLM logits (:meth:`mlm_logits`), then softmax (or none with ``'linear'``)."""
+        return self.apply(self.mlm_logits(x), keras.layers.Activation, "MLM-Activation",
+                          activation="linear" if self.with_mlm == "linear" else "softmax",
+                          dtype="float32")
+
+    def mlm_logits(self, x):
+        """``[B, T, H] -> [B, T, V]``: dense, norm, the token embedding transposed (tied),
+        bias. Pretraining calls it on the gathered masked positions only."""
         y = self.apply(x, keras.layers.Dense, "MLM-Dense", units=self.embedding_size(),
                        activation=bk_layers.get_activation(self.config.activation),
                        kernel_initializer=self.initializer)
         y = self.apply_norm(y, "MLM-Norm")
         y = self.apply(y, bk_layers.Embedding, "Embedding-Token", arguments={"mode": "dense"})
-        y = self.apply(y, bk_layers.BiasAdd, "MLM-Bias")
-        return self.apply(y, keras.layers.Activation, "MLM-Activation",
-                          activation="linear" if self.with_mlm == "linear" else "softmax",
-                          dtype="float32")
+        return self.apply(y, bk_layers.BiasAdd, "MLM-Bias")
 
     # -- checkpoints ------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ class ELECTRA(Transformer):
 
     model_type = "electra"
     scope = "electra"
+    has_pooler = False
     config_defaults = {"type_vocab_size": 2}
     extra_options = {"with_discriminator": False}
 

@@ -5,8 +5,6 @@ rotated by their positions (:func:`bertkit.layers.rotary_position_embedding`).
 RoFormer-v2 also drops every bias and every norm parameter: its norm is a
 parameter-free RMS norm and its feed-forward uses relu.
 """
-import keras
-
 from bertkit import layers as bk_layers
 from bertkit.models.base import Transformer
 
@@ -30,6 +28,7 @@ class RoFormerV2(RoFormer):
     """
 
     model_type = "roformer_v2"
+    has_pooler = False
 
     def attention_options(self):
         return dict(super().attention_options(), use_bias=False)
@@ -42,11 +41,8 @@ class RoFormerV2(RoFormer):
             raise ValueError("RoFormer-v2's norms have no gain or bias to condition")
         return self.apply(x, bk_layers.RMSNorm, name, epsilon=self.config.layer_norm_eps)
 
-    def apply_mlm_head(self, x):
-        y = self.apply(x, bk_layers.Embedding, "Embedding-Token", arguments={"mode": "dense"})
-        return self.apply(y, keras.layers.Activation, "MLM-Activation",
-                          activation="linear" if self.with_mlm == "linear" else "softmax",
-                          dtype="float32")
+    def mlm_logits(self, x):
+        return self.apply(x, bk_layers.Embedding, "Embedding-Token", arguments={"mode": "dense"})
 
     @classmethod
     def variable_mapping(cls, layer_names):
