@@ -272,7 +272,8 @@ class MultiHeadAttention(keras.layers.Layer):
     """BERT's multi-head self-attention, query/key/value and output projections included.
 
     ``layer(x, attention_mask=mask)`` with ``x: [B, T, H]`` and ``mask: [B, T]`` (1 for
-    tokens to attend to, 0 for padding) returns ``[B, T, H]``. ``query=q`` with
+    tokens to attend to, 0 for padding; or ``[B, T, T]``, a mask per query, such as a
+    causal or UniLM mask) returns ``[B, T, H]``. ``query=q`` with
     ``q: [B, Q, H]`` computes the outputs of those ``Q`` positions only, attending to
     all of ``x`` (``[B, Q, H]``; the builder's pooled-output models use it for the
     last block, whose other positions nothing reads). As in Google's
@@ -372,7 +373,9 @@ class MultiHeadAttention(keras.layers.Layer):
             scores = scores + ops.einsum("btnd,tsd->bnts", query, relative)
         scores = ops.cast(scores, "float32") / math.sqrt(self.head_size)
         if attention_mask is not None:
-            mask = ops.cast(attention_mask, "float32")[:, None, None, :]  # [B, 1, 1, S]
+            mask = ops.cast(attention_mask, "float32")
+            # [B, S] (padding) -> [B, 1, 1, S]; [B, T, S] (per query) -> [B, 1, T, S]
+            mask = mask[:, None, None, :] if len(mask.shape) == 2 else mask[:, None]
             scores = scores + (1.0 - mask) * -10000.0
         probs = ops.softmax(scores, axis=-1)
         dropped = self.dropout(ops.cast(probs, self.compute_dtype), training=training)

@@ -101,3 +101,27 @@ def test_pretraining_gathers_the_familys_own_mlm_head(family):
     full = builder.model.predict([TOKENS, SEGMENTS], verbose=0)
     expected = np.take_along_axis(full, positions[..., None], axis=1)
     np.testing.assert_allclose(logits, expected, atol=1e-5)
+
+
+def test_the_attention_mask_hook_takes_a_mask_per_query():
+    from bertkit import layers as bk_layers
+    from bertkit.models import BERT
+
+    class CausalMask(keras.layers.Layer):
+        def call(self, token_ids):  # [B, T] -> [B, T, T]: position t sees 0..t
+            length = keras.ops.shape(token_ids)[1]
+            causal = keras.ops.cast(keras.ops.tril(keras.ops.ones((length, length))),
+                                    "float32")
+            return causal[None] * bk_layers.PaddingMask()(token_ids)[:, None, :]
+
+    class CausalBERT(BERT):
+        def compute_attention_mask(self, inputs):
+            return self.apply(inputs[0], CausalMask, "Attention-Mask")
+
+    keras.utils.set_random_seed(4)
+    model = build_transformer_model(config_for("bert"), model=CausalBERT)
+    changed = TOKENS.copy()
+    changed[:, 3:] = np.where(changed[:, 3:] > 0, 7, 0)  # only positions 3 and later
+    a, b = (model.predict([t, SEGMENTS], verbose=0) for t in (TOKENS, changed))
+    np.testing.assert_allclose(a[:, :3], b[:, :3], atol=1e-6)
+    assert np.abs(a[:, 3:] - b[:, 3:]).max() > 1e-3

@@ -9,6 +9,7 @@ and intermediate outputs all address layers by these names.
 What a family changes is a hook of :class:`Transformer`, so a new family is one module
 that overrides a few of them (see ``bertkit/models/nezha.py``):
 
+- ``compute_attention_mask``: the attention bias (padding, or a mask per query);
 - ``apply_embeddings``: which embeddings are summed (``position_embeddings = False``
   drops the learned absolute positions);
 - ``attention_options``: biases, and positions inside attention (``'rotary'``,
@@ -148,7 +149,7 @@ class Transformer:
     def build(self):
         """Builds ``self.model`` and returns it."""
         inputs = self.get_inputs()
-        self.attention_mask = self.apply(inputs[0], bk_layers.PaddingMask, "Attention-Mask")
+        self.attention_mask = self.compute_attention_mask(inputs)
         x = self.apply_embeddings(inputs)
         for index in range(self.config.num_hidden_layers):
             x = self.apply_main_layers(x, index)
@@ -160,6 +161,12 @@ class Transformer:
         return self.model
 
     # -- hooks ----------------------------------------------------------------------
+
+    def compute_attention_mask(self, inputs):
+        """Which keys each position attends to: ``[B, S]`` (1 at real tokens: padding is
+        id 0) or ``[B, T, S]`` per query (a causal or UniLM mask, for a family or task
+        that needs one)."""
+        return self.apply(inputs[0], bk_layers.PaddingMask, "Attention-Mask")
 
     def embedding_size(self):
         return self.config.embedding_size or self.config.hidden_size
