@@ -19,68 +19,33 @@ A family of your own (one module, one test file):
 ...         return dict(super().feed_forward_options(), activation="relu")
 >>> build_transformer_model(config, checkpoint, model="my_bert")
 """
+import importlib
+import pkgutil
+
 from bertkit.config import BertConfig
 # Bucketed padding lives with the rest of the padding, in bertkit.data; importable
 # from here as before.
 from bertkit.data import DEFAULT_LENGTH_BUCKETS, bucket_length, pad_to_bucket  # noqa: F401
-from bertkit.models.albert import ALBERT, ALBERTzh
 from bertkit.models.analysis import attention_model, intermediate_model, reinitialize_top_blocks
 from bertkit.models.base import Transformer
-from bertkit.models.bert import BERT, RoBERTa
-from bertkit.models.electra import ELECTRA
-from bertkit.models.nezha import NEZHA
-from bertkit.models.roformer import RoFormer, RoFormerV2
+from bertkit.models.registry import family_names, get_family, register_family
+
+# Every other module of this package is a family that registers itself on import: a new
+# family is one new module, with no list to extend.
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in ("analysis", "base", "registry"):
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+from bertkit.models.albert import ALBERT, ALBERTzh  # noqa: E402
+from bertkit.models.bert import BERT, RoBERTa  # noqa: E402
+from bertkit.models.electra import ELECTRA  # noqa: E402
+from bertkit.models.nezha import NEZHA  # noqa: E402
+from bertkit.models.roformer import RoFormer, RoFormerV2  # noqa: E402
 
 __all__ = ["build_transformer_model", "register_family", "get_family", "family_names",
-           "Transformer", "BERT", "RoBERTa", "ALBERT", "ALBERTzh", "ELECTRA", "NEZHA", "RoFormer",
-           "RoFormerV2", "intermediate_model", "attention_model", "reinitialize_top_blocks"]
-
-_FAMILIES = {}
-
-
-def register_family(name, family=None):
-    """Registers a builder class under ``name`` for ``build_transformer_model(model=name)``.
-
-    Use it as ``register_family("name", MyFamily)`` or as a class decorator
-    ``@register_family("name")``. The examples' ``--model`` choices are the registry's
-    names.
-
-    Raises:
-        TypeError: ``family`` is not a subclass of :class:`Transformer`.
-        ValueError: ``name`` is taken by another class.
-    """
-    def register(cls):
-        if not (isinstance(cls, type) and issubclass(cls, Transformer)):
-            raise TypeError(f"a family must be a subclass of bertkit.models.Transformer, "
-                            f"got {cls!r}")
-        key = str(name).lower()
-        if _FAMILIES.get(key, cls) is not cls:
-            raise ValueError(f"model family {key!r} is already registered "
-                             f"({_FAMILIES[key].__name__})")
-        _FAMILIES[key] = cls
-        return cls
-
-    return register if family is None else register(family)
-
-
-for _family in (BERT, RoBERTa, ALBERT, ALBERTzh, ELECTRA, NEZHA, RoFormer, RoFormerV2):
-    register_family(_family.model_type, _family)
-
-
-def family_names():
-    """The registered family names, sorted."""
-    return sorted(_FAMILIES)
-
-
-def get_family(model):
-    """The builder class for a registered name (any case) or a ``Transformer`` subclass."""
-    if isinstance(model, type) and issubclass(model, Transformer):
-        return model
-    key = str(model).lower()
-    if key not in _FAMILIES:
-        raise ValueError(f"unknown model {model!r}; expected one of {family_names()} or a "
-                         "bertkit.models.Transformer subclass")
-    return _FAMILIES[key]
+           "Transformer", "BERT", "RoBERTa", "ALBERT", "ALBERTzh", "ELECTRA", "NEZHA",
+           "RoFormer", "RoFormerV2", "intermediate_model", "attention_model",
+           "reinitialize_top_blocks"]
 
 
 def build_transformer_model(config_path=None, checkpoint_path=None, model="bert",

@@ -3,8 +3,10 @@ import keras
 
 from bertkit import layers as bk_layers
 from bertkit.models.base import DENSE, NORM, Transformer
+from bertkit.models.registry import register_family
 
 
+@register_family("albert")
 class ALBERT(Transformer):
     """ALBERT as Google publishes it (``albert_config.json``, ``embedding_size``).
 
@@ -42,6 +44,7 @@ class ALBERT(Transformer):
         return mapping
 
 
+@register_family("albert_zh")
 class ALBERTzh(ALBERT):
     """The early Chinese ALBERT of brightmart/albert_zh (``albert_base_zh``,
     ``albert_tiny_zh``, ... without "google" in the name), whose names and embedding

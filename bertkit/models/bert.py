@@ -1,7 +1,9 @@
 """BERT as in Google's ``modeling.py``, and RoBERTa checkpoints saved in its naming."""
 from bertkit.models.base import Transformer
+from bertkit.models.registry import register_family
 
 
+@register_family("bert")
 class BERT(Transformer):
     """BERT as in Google's ``modeling.py``: post-layer-norm blocks, learned positions.
 
@@ -11,6 +13,7 @@ class BERT(Transformer):
     model_type = "bert"
 
 
+@register_family("roberta")
 class RoBERTa(BERT):
     """RoBERTa-style checkpoints saved in Google's BERT naming (e.g. Chinese RoBERTa-wwm).
 

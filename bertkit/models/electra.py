@@ -13,8 +13,10 @@ import keras
 
 from bertkit import layers as bk_layers
 from bertkit.models.base import DENSE, Transformer
+from bertkit.models.registry import register_family
 
 
+@register_family("electra")
 class ELECTRA(Transformer):
     """An ELECTRA discriminator.
 

@@ -8,8 +8,10 @@ omits it). Checkpoints use BERT's names without ``position_embeddings``; release
 checkpoints that keep Adam's slots load without them.
 """
 from bertkit.models.base import Transformer
+from bertkit.models.registry import register_family
 
 
+@register_family("nezha")
 class NEZHA(Transformer):
     """NEZHA; everything but the positions is BERT's."""
 

@@ -7,8 +7,10 @@ parameter-free RMS norm and its feed-forward uses relu.
 """
 from bertkit import layers as bk_layers
 from bertkit.models.base import Transformer
+from bertkit.models.registry import register_family
 
 
+@register_family("roformer")
 class RoFormer(Transformer):
     """RoFormer (v1): BERT with rotary positions in attention. Checkpoints use BERT's
     names without ``position_embeddings``; the MLM head is BERT's."""
@@ -20,6 +22,7 @@ class RoFormer(Transformer):
         return dict(super().attention_options(), position_encoding="rotary")
 
 
+@register_family("roformer_v2")
 class RoFormerV2(RoFormer):
     """RoFormer-v2: rotary attention without biases, parameter-free RMS norms.
 
