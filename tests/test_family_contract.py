@@ -125,3 +125,18 @@ def test_the_attention_mask_hook_takes_a_mask_per_query():
     a, b = (model.predict([t, SEGMENTS], verbose=0) for t in (TOKENS, changed))
     np.testing.assert_allclose(a[:, :3], b[:, :3], atol=1e-6)
     assert np.abs(a[:, 3:] - b[:, 3:]).max() > 1e-3
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "electra"])
+def test_keep_tokens_takes_the_rows_of_the_kept_tokens(family, tmp_path):
+    keras.utils.set_random_seed(5)
+    model = build_transformer_model(config_for(family), model=family, with_mlm="linear")
+    prefix = save_weights_as_checkpoint(model, str(tmp_path / "m.ckpt"))
+    keep = [0, 1, 2, 3, 5, 7, 9, 11, 14, 21]
+    small = build_transformer_model(config_for(family), prefix, model=family,
+                                    with_mlm="linear", keep_tokens=keep)
+    remap = {old: new for new, old in enumerate(keep)}
+    tokens = np.vectorize(remap.get)(TOKENS)
+    full = model.predict([TOKENS, SEGMENTS], verbose=0)
+    np.testing.assert_allclose(small.predict([tokens, SEGMENTS], verbose=0),
+                               full[..., keep], atol=1e-5)
