@@ -16,7 +16,7 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["bertkit", "bertkit.*"]),
     python_requires=">=3.10",
-    install_requires=["tensorflow>=2.16", "numpy", "h5py", "tqdm"],
+    install_requires=["tensorflow>=2.16", "numpy", "h5py", "tqdm", "safetensors"],
     extras_require={"test": ["pytest", "hypothesis"]},
     license="Apache-2.0",
 )

@@ -101,17 +101,46 @@ def load_weights_from_checkpoint(model, checkpoint_path, keep_tokens=None, famil
             shapes are printed), or a layer of the builder has no checkpoint name. Nothing
             is assigned in that case.
     """
-    if keep_tokens is None:
-        keep_tokens = getattr(model, "keep_tokens", None)
-    keras_model = getattr(model, "model", model)
     family = family or family_of(model)
     path = resolve_checkpoint_path(checkpoint_path)
     with _named_read_errors(path):
         reader = tf.train.load_checkpoint(path)
         available = reader.get_variable_to_shape_map()
+
+    def read(variable_name):
+        with _named_read_errors(path, variable_name):
+            return reader.get_tensor(variable_name)
+
+    used = assign_checked(model, family, f"checkpoint {path}", available, read, keep_tokens)
+    _report_unused(path, set(available) - used, family)
+
+
+def assign_checked(model, family, source, available, read, keep_tokens=None):
+    """Assigns every mapped weight of ``model`` from a checkpoint, checking all first.
+
+    The loading core that every checkpoint format shares: the family's table names the
+    variable of each weight (in Google's names and layout), ``read(name)`` gives its value;
+    every variable must be present and of the weight's shape before any is assigned.
+
+    Args:
+        model: a builder or the Keras model it built.
+        family: the builder class whose table to use.
+        source: what is being read, for messages (``"checkpoint .../bert_model.ckpt"``).
+        available: the variable names the source has (Google names).
+        read: ``name -> numpy value`` in Google's layout.
+        keep_tokens: token rows to keep (default: the builder's).
+
+    Returns:
+        The set of variable names used.
+
+    Raises:
+        ValueError: listing what is missing or of the wrong shape; nothing assigned.
+    """
+    if keep_tokens is None:
+        keep_tokens = getattr(model, "keep_tokens", None)
+    keras_model = getattr(model, "model", model)
     mapping = variable_mapping(keras_model, family)
     _check_every_layer_is_mapped(model, mapping, family)
-
     assignments, problems, used = [], [], set()
     for layer_name, variable_names in mapping.items():
         layer = keras_model.get_layer(layer_name)
@@ -124,8 +153,7 @@ def load_weights_from_checkpoint(model, checkpoint_path, keep_tokens=None, famil
                 problems.append(f"variable {variable_name} (for {weight.path}) is missing")
                 continue
             used.add(variable_name)
-            with _named_read_errors(path, variable_name):
-                value = family.to_checkpoint(variable_name, reader.get_tensor(variable_name))
+            value = family.to_checkpoint(variable_name, np.asarray(read(variable_name)))
             if keep_tokens is not None and variable_name in family.token_row_variables():
                 value = _keep_rows(value, keep_tokens, variable_name)
             if tuple(value.shape) != tuple(weight.shape):
@@ -138,11 +166,11 @@ def load_weights_from_checkpoint(model, checkpoint_path, keep_tokens=None, famil
     if problems:
         shown = "\n  ".join(problems[:10])
         more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
-        raise ValueError(f"cannot load checkpoint {path} into model {keras_model.name!r} "
+        raise ValueError(f"cannot load {source} into model {keras_model.name!r} "
                          f"(nothing was loaded):\n  {shown}{more}")
     for weight, value in assignments:
         weight.assign(value.astype(weight.dtype))
-    _report_unused(path, set(available) - used, family)
+    return used
 
 
 def _check_every_layer_is_mapped(model, mapping, family):

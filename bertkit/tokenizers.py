@@ -317,6 +317,42 @@ class Tokenizer:
             setattr(self, "_token_%s_id" % name, token_dict.get(token))
         self._build_caches()
 
+    @classmethod
+    def from_pretrained(cls, directory, **kwargs):
+        """The tokenizer of a Hugging Face directory: its ``vocab.txt``, set up as its
+        ``tokenizer_config.json`` says.
+
+        ``do_lower_case`` defaults to True when the file does not say (as Hugging Face's
+        ``BertTokenizer`` does); lower-casing strips accents, as in Google's code. Settings
+        Google's tokenizer has no equivalent for (``tokenize_chinese_chars: false``, or
+        ``strip_accents`` different from ``do_lower_case``) are refused rather than
+        silently tokenized otherwise. ``kwargs`` override or add constructor arguments.
+
+        Raises:
+            FileNotFoundError: no ``vocab.txt`` in ``directory``.
+            ValueError: an unsupported setting, naming the file.
+        """
+        import json
+
+        directory = os.fspath(directory)
+        vocab = os.path.join(directory, "vocab.txt")
+        if not os.path.isfile(vocab):
+            raise FileNotFoundError("no vocab.txt in %r" % directory)
+        settings, path = {}, os.path.join(directory, "tokenizer_config.json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                settings = json.load(f)
+        lower = settings.get("do_lower_case", True)
+        if settings.get("tokenize_chinese_chars", True) is False:
+            raise ValueError("%s: tokenize_chinese_chars false is not supported (Google's "
+                             "tokenizer always splits CJK characters)" % path)
+        accents = settings.get("strip_accents")
+        if accents is not None and bool(accents) != bool(lower):
+            raise ValueError("%s: strip_accents %r with do_lower_case %r is not supported "
+                             "(Google's tokenizer strips accents exactly when it lower-cases)"
+                             % (path, accents, lower))
+        return cls(vocab, **dict({"do_lower_case": lower}, **kwargs))
+
     def _build_caches(self):
         # word -> ((token, first, stop), ...), word -> [tokens], word -> [ids].
         self._spans_cache = _WordCache(self._word_spans)

@@ -18,21 +18,19 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 
 from bertkit.data import sequence_padding  # noqa: E402
-from bertkit.models import build_transformer_model, family_names  # noqa: E402
+from bertkit.models import build_transformer_model  # noqa: E402
 from bertkit.tokenizers import Tokenizer  # noqa: E402
-from common import run_cli  # noqa: E402
+from common import (add_checkpoint_arguments, resolve_huggingface_checkpoint,  # noqa: E402
+                    run_cli)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", help="bert_config.json of a Google checkpoint")
-    parser.add_argument("--checkpoint", help="checkpoint prefix, e.g. .../bert_model.ckpt")
-    parser.add_argument("--vocab", help="vocab.txt of the checkpoint")
-    parser.add_argument("--model", default="bert", choices=family_names())
-    parser.add_argument("--do-lower-case", action="store_true")
+    add_checkpoint_arguments(parser)
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     parser.add_argument("texts", nargs="*", default=["语言模型", "今天天气很好，我们去公园散步吧。"])
     args = parser.parse_args(argv)
+    resolve_huggingface_checkpoint(args)
     given = [args.config, args.checkpoint, args.vocab]
     if any(given) and not all(given):
         parser.error("--config, --checkpoint and --vocab go together")

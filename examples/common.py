@@ -14,10 +14,11 @@ import contextlib
 import os
 import sys
 
-from bertkit import models, optimizers
+from bertkit import huggingface, models, optimizers
 from bertkit.callbacks import Evaluator
 from bertkit.config import BertConfig
 from bertkit.storage import RunDirectory, weights_writer, write_lines_atomically  # noqa: F401
+from bertkit.tokenizers import Tokenizer
 
 WEIGHTS_FILE = "best.weights.h5"
 DTYPE_POLICIES = {"fp32": None, "bf16": "mixed_bfloat16"}  # --mixed-precision -> Keras policy
@@ -26,10 +27,13 @@ DTYPE_POLICIES = {"fp32": None, "bf16": "mixed_bfloat16"}  # --mixed-precision -
 def add_checkpoint_arguments(parser):
     """``--config --checkpoint --vocab --model --do-lower-case``."""
     parser.add_argument("--config", help="bert_config.json of a Google-format checkpoint")
-    parser.add_argument("--checkpoint", help="checkpoint prefix, e.g. .../bert_model.ckpt")
+    parser.add_argument("--checkpoint", help="checkpoint prefix, e.g. .../bert_model.ckpt, or "
+                        "a Hugging Face directory (config.json, model.safetensors, vocab.txt: "
+                        "then --config and --vocab come from it)")
     parser.add_argument("--vocab", help="vocab.txt of the checkpoint")
-    parser.add_argument("--model", default="bert", choices=models.family_names(),
-                        help="the checkpoint's model family (default: bert)")
+    parser.add_argument("--model", default=None, choices=models.family_names(),
+                        help="the checkpoint's model family (default: a Hugging Face "
+                             "config's model_type, else bert)")
     parser.add_argument("--do-lower-case", action="store_true",
                         help="for uncased English models")
 
@@ -72,6 +76,7 @@ def check_fine_tuning_arguments(parser, args, checkpoint_optional=False):
         checkpoint_optional: skip the "--config, --checkpoint and --vocab go together"
             check (a script that can build a random model from ``--vocab`` alone).
     """
+    resolve_huggingface_checkpoint(args)
     given = [args.config, args.checkpoint, args.vocab]
     if not checkpoint_optional and any(given) and not all(given):
         parser.error("--config, --checkpoint and --vocab go together")
@@ -84,6 +89,21 @@ def check_fine_tuning_arguments(parser, args, checkpoint_optional=False):
         parser.error("--dropout must be in [0, 1)")
     if args.reinit_top_blocks < 0:
         parser.error("--reinit-top-blocks must be >= 0")
+
+
+def resolve_huggingface_checkpoint(args):
+    """``--checkpoint DIR`` of a Hugging Face model fills in ``--config`` (its
+    ``config.json``), ``--vocab`` and, unless given, ``--do-lower-case`` (from
+    ``tokenizer_config.json``)."""
+    if not args.checkpoint or not huggingface.is_huggingface_checkpoint(args.checkpoint):
+        return
+    config_file = huggingface.huggingface_files(args.checkpoint)[0]
+    directory = os.path.dirname(config_file)
+    args.config = args.config or config_file
+    if args.vocab is None:
+        args.vocab = os.path.join(directory, "vocab.txt")
+        if not args.do_lower_case:
+            args.do_lower_case = Tokenizer.from_pretrained(directory)._do_lower_case
 
 
 def dtype_policy(args):
@@ -239,7 +259,10 @@ def check_encoder_inputs(args, tokenizer):
     """Checks ``--maxlen`` and the vocabulary against ``--config`` (a path or a
     ``BertConfig``) before any work; returns the config."""
     config, source = args.config, None
-    if not isinstance(config, BertConfig):
+    if huggingface.is_huggingface_checkpoint(config):
+        source = huggingface.huggingface_files(config)[0]
+        config = huggingface.read_huggingface_config(source)[1]
+    elif not isinstance(config, BertConfig):
         config, source = BertConfig.from_json_file(args.config), args.config
     config.check_inputs(maxlen=args.maxlen, vocab_size=tokenizer.vocab_size,
                         vocab_path=args.vocab, source=source)

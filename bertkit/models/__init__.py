@@ -20,6 +20,8 @@ A family of your own (one module, one test file):
 >>> build_transformer_model(config, checkpoint, model="my_bert")
 """
 import importlib
+import json
+import os
 import pkgutil
 
 from bertkit.config import BertConfig
@@ -48,7 +50,7 @@ __all__ = ["build_transformer_model", "register_family", "get_family", "family_n
            "reinitialize_top_blocks"]
 
 
-def build_transformer_model(config_path=None, checkpoint_path=None, model="bert",
+def build_transformer_model(config_path=None, checkpoint_path=None, model=None,
                             with_pool=False, with_nsp=False, with_mlm=False,
                             keep_tokens=None, return_keras_model=True, layer_norm_cond=None,
                             layer_norm_cond_hidden_size=None, layer_norm_cond_hidden_act=None,
@@ -56,11 +58,15 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
     """Builds an encoder of any registered family and optionally loads a Google checkpoint.
 
     Args:
-        config_path: path to ``bert_config.json``, or a ``BertConfig``/dict. May be
-            ``None`` when ``overrides`` give at least ``vocab_size``.
+        config_path: path to ``bert_config.json``, or a ``BertConfig``/dict; or a
+            Hugging Face directory (``config.json`` + ``model.safetensors``), which is
+            config and weights at once. May be ``None`` when ``overrides`` give at least
+            ``vocab_size``, or when ``checkpoint_path`` is a Hugging Face checkpoint.
         checkpoint_path: the checkpoint prefix (``.../bert_model.ckpt``) or its
-            directory; ``None`` keeps the random initialisation.
-        model: a family name (``'bert'``, ``'roberta'``, ``'albert'``, ``'albert_zh'``,
+            directory, or a Hugging Face directory or ``.safetensors`` file; ``None``
+            keeps the random initialisation.
+        model: the family; default: a Hugging Face config's ``model_type``, else
+            ``'bert'``. A family name (``'bert'``, ``'roberta'``, ``'albert'``, ``'albert_zh'``,
             ``'electra'``, ``'nezha'``, ``'roformer'``, ``'roformer_v2'``, or one
             registered with :func:`register_family`) or a :class:`Transformer` subclass.
         with_pool: output the pooled ``[CLS]`` vector ``[B, H]`` instead of the sequence;
@@ -95,10 +101,31 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
             match the config (naming the variable and both shapes).
         FileNotFoundError: a missing config or checkpoint file.
     """
-    family = get_family(model)
+    from bertkit import huggingface
+
+    if checkpoint_path is None and huggingface.is_huggingface_checkpoint(config_path) \
+            and os.path.basename(os.fspath(config_path)) != huggingface.CONFIG_FILE:
+        checkpoint_path = config_path  # a Hugging Face directory is config and weights
+    hugging_face = checkpoint_path is not None and huggingface.is_huggingface_checkpoint(
+        checkpoint_path)
+    if config_path is None and hugging_face:
+        config_path = checkpoint_path
+    if huggingface.is_huggingface_checkpoint(config_path):
+        config_file = huggingface.huggingface_files(config_path)[0]
+        with open(config_file, encoding="utf-8") as f:
+            model_type = json.load(f).get("model_type")
+        family = get_family(model or huggingface.family_for_model_type(model_type, config_file))
+        config = huggingface.read_huggingface_config(config_file, family.config_defaults)[1]
+        config = config.replace(**{k: v for k, v in overrides.items()
+                                   if k not in family.extra_options}) if overrides else config
+        overrides = {k: v for k, v in overrides.items() if k in family.extra_options}
+    else:
+        family = get_family(model or "bert")
+        config = None
     options = {key: overrides.pop(key) for key in list(overrides)
                if key in family.extra_options}
-    config = _resolve_config(config_path, overrides, family.config_defaults)
+    if config is None:
+        config = _resolve_config(config_path, overrides, family.config_defaults)
     builder = family(config, with_pool=with_pool, with_nsp=with_nsp,
                      with_mlm=with_mlm, keep_tokens=keep_tokens,
                      layer_norm_cond=layer_norm_cond,
@@ -106,7 +133,9 @@ def build_transformer_model(config_path=None, checkpoint_path=None, model="bert"
                      layer_norm_cond_hidden_act=layer_norm_cond_hidden_act,
                      dtype=dtype, cls_only_last_layer=cls_only_last_layer, **options)
     builder.build()
-    if checkpoint_path is not None:
+    if hugging_face:
+        huggingface.load_weights_from_safetensors(builder, checkpoint_path)
+    elif checkpoint_path is not None:
         from bertkit import checkpoints  # imported here: checkpoints imports the families
 
         checkpoints.load_weights_from_checkpoint(builder, checkpoint_path)

@@ -22,6 +22,38 @@ class ALBERT(Transformer):
     def block_name(self, index):
         return "Transformer"
 
+    huggingface_model_type = "albert"
+    _HUGGINGFACE_PARTS = (  # Google's ALBERT scopes -> transformers' AlbertModel modules
+        ("bert/encoder/transformer/group_0/inner_group_0/attention_1/self/",
+         "albert.encoder.albert_layer_groups.0.albert_layers.0.attention."),
+        ("bert/encoder/transformer/group_0/inner_group_0/attention_1/output/dense/",
+         "albert.encoder.albert_layer_groups.0.albert_layers.0.attention.dense."),
+        ("bert/encoder/transformer/group_0/inner_group_0/LayerNorm/",
+         "albert.encoder.albert_layer_groups.0.albert_layers.0.attention.LayerNorm."),
+        ("bert/encoder/transformer/group_0/inner_group_0/ffn_1/intermediate/dense/",
+         "albert.encoder.albert_layer_groups.0.albert_layers.0.ffn."),
+        ("bert/encoder/transformer/group_0/inner_group_0/ffn_1/intermediate/output/dense/",
+         "albert.encoder.albert_layer_groups.0.albert_layers.0.ffn_output."),
+        ("bert/encoder/transformer/group_0/inner_group_0/LayerNorm_1/",
+         "albert.encoder.albert_layer_groups.0.albert_layers.0.full_layer_layer_norm."),
+        ("bert/encoder/embedding_hidden_mapping_in/",
+         "albert.encoder.embedding_hidden_mapping_in."),
+        ("bert/pooler/dense/", "albert.pooler."),
+        ("cls/predictions/transform/dense/", "predictions.dense."),
+        ("cls/predictions/transform/LayerNorm/", "predictions.LayerNorm."),
+    )
+
+    @classmethod
+    def huggingface_name(cls, variable_name):
+        if variable_name == "cls/predictions/output_bias":
+            return "predictions.bias", False
+        for google, hugging_face in cls._HUGGINGFACE_PARTS:
+            if variable_name.startswith(google):
+                *module, leaf = variable_name[len(google):].split("/")  # query/kernel
+                name = {"kernel": "weight", "gamma": "weight", "beta": "bias"}.get(leaf, leaf)
+                return hugging_face + ".".join([*module, name]), leaf == "kernel"
+        return super().huggingface_name(variable_name)  # the embeddings: BERT's rule
+
     @classmethod
     def variable_mapping(cls, layer_names):
         mapping = super().variable_mapping(layer_names)
@@ -59,6 +91,7 @@ class ALBERTzh(ALBERT):
     """
 
     model_type = "albert_zh"
+    huggingface_model_type = None  # no transformers class has this layout
 
     def __init__(self, config, **kwargs):
         if config.extra.get("ln_type", "postln") not in (None, "postln"):

@@ -363,6 +363,45 @@ class Transformer:
         return variable_name.startswith(("cls/", f"{cls.scope}/pooler/",
                                          f"{cls.scope}/encoder/layer_"))
 
+    # -- Hugging Face names ---------------------------------------------------------
+
+    #: ``model_type`` of the family's Hugging Face ``config.json`` (None: none exists).
+    huggingface_model_type = "bert"
+
+    @classmethod
+    def huggingface_name(cls, variable_name):
+        """The Hugging Face (PyTorch) key of a Google variable name, and whether its value
+        is stored transposed there (``torch.nn.Linear`` keeps ``[out, in]``).
+
+        ``bert/encoder/layer_0/attention/self/query/kernel`` ->
+        ``('bert.encoder.layer.0.attention.self.query.weight', True)``.
+        """
+        special = {
+            "cls/predictions/output_bias": "cls.predictions.bias",
+            "cls/seq_relationship/output_weights": "cls.seq_relationship.weight",
+            "cls/seq_relationship/output_bias": "cls.seq_relationship.bias",
+        }
+        if variable_name in special:
+            return special[variable_name], False
+        parts = variable_name.split("/")
+        if parts[0] == cls.scope:
+            parts[0] = cls.huggingface_model_type
+        parts = [re.sub(r"^layer_(\d+)$", r"layer.\1", part) for part in parts]
+        leaf = parts[-1]
+        if leaf in ("kernel", "gamma"):
+            parts[-1] = "weight"
+        elif leaf == "beta":
+            parts[-1] = "bias"
+        elif leaf.endswith("embeddings"):
+            parts.append("weight")
+        return ".".join(parts), leaf == "kernel"
+
+    @classmethod
+    def huggingface_extra_tensors(cls, config):
+        """Fixed tensors a Hugging Face file of the family carries beside the weights
+        (none for BERT), written so that transformers finds every key it expects."""
+        return {}
+
     # -- access -------------------------------------------------------------------
 
     def layer(self, name):

@@ -71,6 +71,15 @@ class ELECTRA(Transformer):
         mapping.update({k: v for k, v in heads.items() if k in layer_names})
         return mapping
 
+    huggingface_model_type = "electra"
+
+    @classmethod
+    def huggingface_name(cls, variable_name):
+        name, transposed = super().huggingface_name(variable_name)
+        # transformers' ElectraDiscriminatorPredictions calls its second dense dense_prediction
+        return name.replace("discriminator_predictions.dense_1.",
+                            "discriminator_predictions.dense_prediction."), transposed
+
     @classmethod
     def expected_unused(cls, variable_name):
         # The generator shares the file; a discriminator head not asked for is fine too.

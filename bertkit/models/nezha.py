@@ -16,6 +16,7 @@ class NEZHA(Transformer):
     """NEZHA; everything but the positions is BERT's."""
 
     model_type = "nezha"
+    huggingface_model_type = "nezha"
     position_embeddings = False
     config_defaults = {"max_relative_position": 64}
 

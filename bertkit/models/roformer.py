@@ -5,6 +5,8 @@ rotated by their positions (:func:`bertkit.layers.rotary_position_embedding`).
 RoFormer-v2 also drops every bias and every norm parameter: its norm is a
 parameter-free RMS norm and its feed-forward uses relu.
 """
+import numpy as np
+
 from bertkit import layers as bk_layers
 from bertkit.models.base import Transformer
 from bertkit.models.registry import register_family
@@ -16,10 +18,21 @@ class RoFormer(Transformer):
     names without ``position_embeddings``; the MLM head is BERT's."""
 
     model_type = "roformer"
+    huggingface_model_type = "roformer"
     position_embeddings = False
 
     def attention_options(self):
         return dict(super().attention_options(), position_encoding="rotary")
+
+    @classmethod
+    def huggingface_extra_tensors(cls, config):
+        # transformers' RoFormerSinusoidalPositionalEmbedding keeps its sinusoid table as
+        # a weight: all sines first, then all cosines (bertkit computes them on the fly).
+        depth = config.hidden_size // config.num_attention_heads
+        positions = np.arange(config.max_position_embeddings)[:, None]
+        angles = positions / np.power(10000.0, 2 * (np.arange(depth)[None, :] // 2) / depth)
+        table = np.concatenate([np.sin(angles[:, 0::2]), np.cos(angles[:, 1::2])], axis=1)
+        return {"roformer.encoder.embed_positions.weight": table.astype("float32")}
 
 
 @register_family("roformer_v2")
@@ -31,6 +44,7 @@ class RoFormerV2(RoFormer):
     """
 
     model_type = "roformer_v2"
+    huggingface_model_type = None  # transformers has no RoFormer-v2
     has_pooler = False
 
     def attention_options(self):
