@@ -317,9 +317,11 @@ def save_checkpoint_dir(model, directory, config=None, vocab_path=None):
     Returns:
         ``(config_path, checkpoint_prefix, vocab_path or None)``.
     """
-    config = config or getattr(model, "config", None)
+    config = config or getattr(model, "config", None) or getattr(
+        getattr(model, "model", model), "_bertkit_config", None)
     if config is None:
-        raise ValueError("save_checkpoint_dir needs `config` when given a bare Keras model")
+        raise ValueError("save_checkpoint_dir needs `config` for a Keras model that "
+                         "build_transformer_model did not build (one reloaded from a file)")
     os.makedirs(directory, exist_ok=True)
     config_path = os.path.join(directory, "bert_config.json")
     config.to_json_file(config_path)

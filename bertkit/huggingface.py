@@ -218,10 +218,12 @@ def save_weights_as_safetensors(model, directory, config=None, vocab_path=None, 
     family = family or checkpoints.family_of(model)
     if family.huggingface_model_type is None:
         raise ValueError(f"{family.__name__} has no Hugging Face counterpart to save as")
-    config = config or getattr(model, "config", None)
+    keras_model = getattr(model, "model", model)
+    config = config or getattr(model, "config", None) or getattr(keras_model,
+                                                                 "_bertkit_config", None)
     if config is None:
-        raise ValueError("save_weights_as_safetensors needs `config` when given a bare "
-                         "Keras model")
+        raise ValueError("save_weights_as_safetensors needs `config` for a Keras model that "
+                         "build_transformer_model did not build (one reloaded from a file)")
     tensors = {}
     for name, value in checkpoints.checkpoint_variables(model, family).items():
         key, transposed = family.huggingface_name(name)
@@ -230,7 +232,6 @@ def save_weights_as_safetensors(model, directory, config=None, vocab_path=None, 
     os.makedirs(directory, exist_ok=True)
     weights_path = os.path.join(directory, WEIGHTS_FILE)
     write_bytes_atomically(weights_path, save(tensors, metadata={"format": "pt"}))
-    keras_model = getattr(model, "model", model)
     names = {layer.name for layer in keras_model.layers}
     kind = family.huggingface_model_type.capitalize() if family.huggingface_model_type != \
         "roformer" else "RoFormer"
@@ -242,6 +243,9 @@ def save_weights_as_safetensors(model, directory, config=None, vocab_path=None, 
         architecture = f"{kind}Model"
     values = dict(config.to_dict(), model_type=family.huggingface_model_type,
                   architectures=[architecture])
+    if family.huggingface_model_type != "albert":  # ALBERT's sharing layout only
+        values.pop("num_hidden_groups", None)
+        values.pop("inner_group_num", None)
     # transformers knows the tanh GELU as gelu_new; both read "gelu" as the erf form.
     values["hidden_act"] = {"gelu_tanh": "gelu_new", "gelu_erf": "gelu"}.get(
         values["hidden_act"], values["hidden_act"])

@@ -81,6 +81,11 @@ def test_google_to_safetensors_and_back_gives_identical_weights(tmp_path):
                                       keras.ops.convert_to_numpy(b), err_msg=a.path)
     config = json.load(open(tmp_path / "hf" / "config.json"))
     assert config["model_type"] == "bert" and config["architectures"] == ["BertForPreTraining"]
+    assert "num_hidden_groups" not in config  # ALBERT's keys stay out of a BERT config
+    # The Keras model alone is enough: it remembers its family and config.
+    save_weights_as_safetensors(builder.model, str(tmp_path / "hf2"))
+    assert open(tmp_path / "hf2" / "model.safetensors", "rb").read() == \
+        open(tmp_path / "hf" / "model.safetensors", "rb").read()
     # ... and back to Google's names: the same values as the file we started from.
     save_weights_as_checkpoint(again, str(tmp_path / "back" / "bert_model.ckpt"))
     import tensorflow as tf

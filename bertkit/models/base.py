@@ -157,7 +157,8 @@ class Transformer:
         if self.layer_norm_cond is not None:
             inputs = inputs + [self.layer_norm_cond]
         self.model = keras.Model(inputs, outputs, name=self.name)
-        self.model._bertkit_family = type(self)  # read by the checkpoint readers/writers
+        # Read by the checkpoint writers when they are given the Keras model alone.
+        self.model._bertkit_family, self.model._bertkit_config = type(self), self.config
         return self.model
 
     # -- hooks ----------------------------------------------------------------------
