@@ -1,4 +1,5 @@
 """ELECTRA discriminators (Google's / hfl's names) against a float64 numpy forward pass."""
+import functools
 import math
 import os
 import re
@@ -8,10 +9,10 @@ import pytest
 
 import bertkit  # noqa: F401  (registers the layers for load_model)
 from bertkit.models import build_transformer_model
+import test_models as numpy_bert_parts
 from conftest import TINY_CONFIG, write_google_checkpoint
 
 CONFIG = dict(TINY_CONFIG, embedding_size=16)
-_erf = np.vectorize(math.erf)
 TOKEN_IDS = np.array([[2, 7, 9, 11, 3, 15, 21, 8, 3], [2, 5, 33, 12, 3, 0, 0, 0, 0]])
 SEGMENT_IDS = np.array([[0, 0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 1, 1, 0, 0, 0, 0]])
 KEEP = TOKEN_IDS > 0
@@ -50,18 +51,9 @@ def random_weights(shapes, seed=0):
             for k, v in shapes.items()}
 
 
-def layer_norm(x, gamma, beta, eps=1e-12):
-    mean = x.mean(-1, keepdims=True)
-    return (x - mean) / np.sqrt(((x - mean) ** 2).mean(-1, keepdims=True) + eps) * gamma + beta
-
-
-def softmax(x):
-    e = np.exp(x - x.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
-def gelu(x):
-    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
+# The float64 pieces of the BERT reference (erf GELU, layer norm, softmax).
+gelu = functools.partial(numpy_bert_parts.gelu, approximate=False)
+layer_norm, softmax = numpy_bert_parts.layer_norm, numpy_bert_parts.softmax
 
 
 def numpy_electra(w, config, ids, segs):
