@@ -140,3 +140,18 @@ def test_keep_tokens_takes_the_rows_of_the_kept_tokens(family, tmp_path):
     full = model.predict([TOKENS, SEGMENTS], verbose=0)
     np.testing.assert_allclose(small.predict([tokens, SEGMENTS], verbose=0),
                                full[..., keep], atol=1e-5)
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES
+                                    if get_family(f).huggingface_model_type is not None])
+def test_hugging_face_files_round_trip(family, tmp_path):
+    from bertkit.huggingface import save_weights_as_safetensors
+
+    keras.utils.set_random_seed(6)
+    options = {"with_discriminator": True} if family == "electra" else heads(family)
+    model = build_transformer_model(config_for(family), model=family, **options)
+    save_weights_as_safetensors(model, str(tmp_path / "hf"))
+    again = build_transformer_model(str(tmp_path / "hf"), **options)  # family from model_type
+    for a, b in zip(model.weights, again.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a),
+                                      keras.ops.convert_to_numpy(b), err_msg=a.path)
