@@ -26,8 +26,9 @@ from bertkit import checkpoints
 from bertkit.config import BertConfig
 from bertkit.storage import atomic_write, write_bytes_atomically
 
-__all__ = ["is_huggingface_checkpoint", "family_for_model_type", "huggingface_files", "read_huggingface_config",
-           "load_weights_from_safetensors", "save_weights_as_safetensors"]
+__all__ = ["is_huggingface_checkpoint", "family_for_model_type", "huggingface_files",
+           "read_huggingface_config", "load_weights_from_safetensors",
+           "save_weights_as_safetensors"]
 
 logger = logging.getLogger("bertkit")
 
@@ -38,7 +39,8 @@ _HUGGINGFACE_ONLY = {"architectures", "model_type", "transformers_version", "tor
                      "classifier_dropout", "gradient_checkpointing", "position_embedding_type",
                      "output_past", "summary_type", "summary_use_proj", "summary_activation",
                      "summary_last_dropout", "id2label", "label2id", "problem_type",
-                     "tokenizer_class", "is_decoder", "add_cross_attention", "chunk_size_feed_forward",
+                     "tokenizer_class", "is_decoder", "add_cross_attention",
+                     "chunk_size_feed_forward",
                      "return_dict", "output_hidden_states", "output_attentions", "torchscript",
                      "finetuning_task", "sentence_transformers", "rotary_value",
                      "use_relative_position", "max_relative_positions"}
@@ -186,9 +188,9 @@ def load_weights_from_safetensors(model, path, keep_tokens=None, family=None):
                                       keep_tokens)
     unused = sorted(set(tensors) - {keys[n][0] for n in used})
     # Tied or derived copies that a Hugging Face file may carry beside the real weights.
-    ignorable = [k for k in unused if k.endswith(("decoder.weight", "decoder.bias",
-                                                  "position_ids", "embed_positions.weight",
-                                                  "relative_positions_encoding.positions_encoding"))]
+    derived = ("decoder.weight", "decoder.bias", "position_ids", "embed_positions.weight",
+               "relative_positions_encoding.positions_encoding")
+    ignorable = [k for k in unused if k.endswith(derived)]
     rest = [k for k in unused if k not in ignorable]
     if rest:
         logger.info("%s: %d tensors of heads or layers not built were left unused: %s",
