@@ -17,7 +17,7 @@ from bertkit.data import DataGenerator
 from bertkit.storage import save_weights_atomically
 
 
-def progress(generator, random=False, desc=None, disable=False):
+def progress(generator, random=False, desc=None, disable=None):
     """Iterates one epoch of a generator with a `tqdm` progress bar.
 
     The loop for prediction and custom evaluation:
@@ -33,7 +33,8 @@ def progress(generator, random=False, desc=None, disable=False):
             `generator.steps`) or any iterable.
         random: passed to the generator's `__iter__`.
         desc: label of the bar.
-        disable: no bar (e.g. in logs).
+        disable: no bar; ``None`` (default) shows it on a terminal only, so that a
+            log file gets no ``\r`` updates.
 
     Returns:
         A `tqdm` iterator over the batches.
@@ -83,7 +84,8 @@ class Evaluator(keras.callbacks.Callback):
     def evaluate(self):
         """Returns the score of `self.model` on `self.generator` (accuracy here)."""
         right = total = 0
-        for x, y in progress(self.generator, desc=self.name, disable=not self.verbose):
+        for x, y in progress(self.generator, desc=self.name,
+                             disable=None if self.verbose else True):
             pred = np.argmax(np.asarray(self.model.predict_on_batch(x)), axis=-1)
             y = np.asarray(y).reshape(pred.shape)
             right += int((pred == y).sum())

@@ -36,6 +36,19 @@ def add_checkpoint_arguments(parser):
                              "config's model_type, else bert)")
     parser.add_argument("--do-lower-case", action="store_true",
                         help="for uncased English models")
+    add_verbose_argument(parser)
+
+
+def add_verbose_argument(parser):
+    """``--verbose``: TensorFlow's native log too (``quiet.py`` hides it by default)."""
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show TensorFlow's own start-up and device log")
+
+
+def fit_verbosity():
+    """Keras ``fit`` verbosity: a progress bar on a terminal, one line an epoch in a file
+    (the bar's ``\r`` updates would fill a log with unreadable lines)."""
+    return 1 if sys.stdout.isatty() else 2
 
 
 def add_mixed_precision_argument(parser):

@@ -13,8 +13,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import quiet  # noqa: E402,F401  (before TensorFlow loads: no native start-up log)
+
 from demo import DEMO_CONFIG, make_random_checkpoint  # noqa: E402
-from common import run_cli  # noqa: E402
+from common import add_verbose_argument, run_cli  # noqa: E402
 
 
 def main(argv=None):
@@ -28,6 +30,7 @@ def main(argv=None):
     p.add_argument("--max-position", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    add_verbose_argument(p)
     args = p.parse_args(argv)
     if not os.path.isfile(args.vocab):
         p.error(f"vocab file not found: {args.vocab}")

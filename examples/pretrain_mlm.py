@@ -67,6 +67,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import quiet  # noqa: E402,F401  (before TensorFlow loads: no native start-up log)
+
 import h5py  # noqa: E402
 import keras  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
@@ -78,8 +80,8 @@ from bertkit.models import build_transformer_model, family_names, get_family  # 
 from bertkit.schedules import PiecewiseLinear  # noqa: E402
 from bertkit.tokenizers import Tokenizer  # noqa: E402
 from bertkit.storage import RunDirectory, write_bytes_atomically  # noqa: E402
-from common import (BadLine, add_mixed_precision_argument, add_run_arguments, dtype_policy,  # noqa: E402
-                    read_records, run_cli)
+from common import (BadLine, add_mixed_precision_argument, add_run_arguments,  # noqa: E402
+                    dtype_policy, fit_verbosity, read_records, run_cli)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(HERE)
@@ -182,8 +184,10 @@ def parse_args(argv=None):
                                   "shape the run must be those it was started with")
     add_mixed_precision_argument(p)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
-                   help="Keras fit verbosity (1: progress bars)")
+    p.add_argument("--verbose", type=int, default=None, choices=[0, 1, 2],
+                   help="Keras fit verbosity (default: 1, progress bars, on a terminal; 2, a "
+                        "line an epoch, in a file); any --verbose also shows TensorFlow's "
+                        "own start-up log")
     args = p.parse_args(argv)
     if args.corpus is None:
         args.corpus = SAMPLE_CORPUS
@@ -267,7 +271,8 @@ def load_corpus(args, tokenizer):
     if len(repeat_of) < read:
         print(f"dropped {read - len(repeat_of)} duplicate document(s)")
     documents, repeats = [], []
-    for text, repeat in tqdm(repeat_of.items(), desc="tokenize", mininterval=5):
+    for text, repeat in tqdm(repeat_of.items(), desc="tokenize", mininterval=5,
+                             disable=None):  # a bar on a terminal only
         ids, _ = pretraining.tokenize_documents([text], tokenizer)
         documents.extend(ids)
         repeats.extend([repeat] * len(ids))
@@ -639,7 +644,8 @@ def main(argv=None):
         fit = model.fit(data.dataset(step), steps_per_epoch=steps - offset,
                         epochs=last_epoch, initial_epoch=epoch, validation_data=validation,
                         validation_batch_size=args.batch_size, callbacks=[saver],
-                        verbose=args.verbose, shuffle=False)
+                        verbose=fit_verbosity() if args.verbose is None else args.verbose,
+                        shuffle=False)
         history = {k: v[-1] for k, v in fit.history.items()}
         step = saver.step
         if saver.seconds_per_step is not None and not saver.stopped:

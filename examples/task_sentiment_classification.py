@@ -22,6 +22,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import quiet  # noqa: E402,F401  (before TensorFlow loads: no native start-up log)
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -32,8 +34,8 @@ from bertkit.tokenizers import Tokenizer  # noqa: E402
 from common import (BadLine, RunEvaluator, add_checkpoint_arguments, add_fine_tuning_arguments,  # noqa: E402
                     add_run_arguments, build_optimizer, check_encoder_inputs,
                     check_fine_tuning_arguments, claim_output_dir, dtype_policy,
-                    encoder_overrides, load_run, print_random_checkpoint_note, read_records,
-                    reinitialize_blocks, run_cli)
+                    encoder_overrides, fit_verbosity, load_run, print_random_checkpoint_note,
+                    read_records, reinitialize_blocks, run_cli)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -241,6 +243,7 @@ def train(args):
     # tf.data with a [batch, length] signature: any padded length, one trace, prefetching.
     dataset = generators["train"].to_dataset(SentenceGenerator.TYPES, SentenceGenerator.SHAPES)
     model.fit(dataset, steps_per_epoch=steps, epochs=args.epochs, callbacks=[evaluator],
+              verbose=fit_verbosity(),
               shuffle=False)  # the generator shuffles (and buckets) by itself
     weights_path = evaluator.paths["weights"]
     model.load_weights(weights_path)

@@ -39,6 +39,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import quiet  # noqa: E402,F401  (before TensorFlow loads: no native start-up log)
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -51,8 +53,8 @@ from bertkit.tokenizers import Tokenizer  # noqa: E402
 from common import (BadLine, RunEvaluator, add_checkpoint_arguments, add_fine_tuning_arguments,  # noqa: E402
                     add_run_arguments, build_optimizer, check_encoder_inputs,
                     check_fine_tuning_arguments, claim_output_dir, dtype_policy,
-                    encoder_overrides, load_run, print_random_checkpoint_note, read_records,
-                    reinitialize_blocks, run_cli, write_lines_atomically)
+                    encoder_overrides, fit_verbosity, load_run, print_random_checkpoint_note,
+                    read_records, reinitialize_blocks, run_cli, write_lines_atomically)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PREDICTIONS_FILE = "valid_predictions.jsonl"
@@ -451,7 +453,7 @@ def train(args):
 
     start = time.time()
     extractor.model.fit(generator.forfit(), steps_per_epoch=steps, epochs=args.epochs,
-                        callbacks=[evaluator], verbose=2,
+                        callbacks=[evaluator], verbose=fit_verbosity(),
                         shuffle=False)  # the generator shuffles (and buckets) by itself
     minutes = (time.time() - start) / 60
     best, paths = evaluator.best_scores, evaluator.paths

@@ -263,3 +263,26 @@ def test_pretraining_resume_checks_the_flags(tmp_path, capsys):
         ["bert_config.json", "bert_model.ckpt.data-00000-of-00001", "bert_model.ckpt.index",
          "vocab.txt", "run.json", json.load(open(os.path.join(out, "run.json")))["files"]
          ["state"]]))
+
+
+def test_an_example_logged_to_a_file_is_clean(checkpoint, tmp_path):
+    """No TensorFlow native log lines and no progress-bar ``\\r`` in a redirected run."""
+    import subprocess
+
+    log = tmp_path / "run.log"
+    argv = flags(checkpoint, maxlen=16, epochs=2, **{"batch-size": 4,
+                                                     "data-dir": write_data(tmp_path / "d"),
+                                                     "output-dir": str(tmp_path / "out")})
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    with open(log, "w") as f:
+        code = subprocess.call([sys.executable, os.path.join(REPO_ROOT, "examples",
+                                                              "task_sentiment_classification.py"),
+                                *argv], stdout=f, stderr=subprocess.STDOUT, env=env)
+    text = log.read_text()
+    assert code == 0, text
+    assert "\r" not in text
+    native = [line for line in text.splitlines()
+              if line.startswith(("I0000", "W0000", "E0000", "WARNING: All log messages"))
+              or "cpu_feature_guard" in line or "oneDNN custom operations" in line]
+    assert not native, native
+    assert "Epoch 2/2" in text and "best val_accuracy" in text  # the example's own lines
