@@ -2,7 +2,7 @@
 
 No absolute position embeddings; inside attention, a fixed sinusoid of the clipped
 distance ``j - i`` is added to the keys and to the values
-(:func:`bertkit.layers.relative_position_table`). The distance is clipped at the
+(:func:`bertkit.positions.relative_position_table`). The distance is clipped at the
 config's ``max_relative_position`` (64 in the released models and when the config
 omits it). Checkpoints use BERT's names without ``position_embeddings``; release
 checkpoints that keep Adam's slots load without them.

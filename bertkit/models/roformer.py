@@ -1,7 +1,7 @@
 """RoFormer (ZhuiyiTechnology): rotary position embedding, v1 and v2.
 
 RoFormer is BERT with no absolute position embeddings; its queries and keys are
-rotated by their positions (:func:`bertkit.layers.rotary_position_embedding`).
+rotated by their positions (:func:`bertkit.positions.rotary_position_embedding`).
 RoFormer-v2 also drops every bias and every norm parameter: its norm is a
 parameter-free RMS norm and its feed-forward uses relu.
 """
