@@ -17,6 +17,10 @@ setup(
     packages=find_packages(include=["bertkit", "bertkit.*"]),
     python_requires=">=3.10",
     install_requires=["tensorflow>=2.16", "numpy", "h5py", "tqdm", "safetensors"],
-    extras_require={"test": ["pytest", "hypothesis"]},
+    extras_require={
+        # Pictures of a run and TensorBoard to look at --log-dir.
+        "plots": ["matplotlib", "tensorboard"],
+        "test": ["pytest", "hypothesis", "matplotlib", "tensorboard"],
+    },
     license="Apache-2.0",
 )

@@ -1,19 +1,22 @@
-"""Training-time evaluation: progress over a generator and the `Evaluator` callback.
+"""Training-time callbacks: progress over a generator, `Evaluator`, `AttentionImages`.
 
-This module owns what scores a model on a `DataGenerator` while it trains:
-`progress` (one epoch of batches behind a `tqdm` bar, for prediction loops) and
-`Evaluator` (a Keras callback that scores a validation generator after every
-epoch and keeps the best weights). It builds on `bertkit.data`, which re-exports
-both names. Evaluating with the averaged weights of an EMA optimizer is
+This module owns what watches a model while it trains: `progress` (one epoch of
+batches behind a `tqdm` bar, for prediction loops), `Evaluator` (a Keras callback that
+scores a validation generator after every epoch and keeps the best weights) and
+`AttentionImages` (each head's attention on one sentence, to TensorBoard, every
+epoch). It builds on `bertkit.data`, which re-exports `progress` and `Evaluator`. Evaluating with the averaged weights of an EMA optimizer is
 `bertkit.ema.EMAEvaluation`.
 """
 import math
+import os
 
 import keras
 import numpy as np
 from tqdm.auto import tqdm
 
+from bertkit import layers as bk_layers
 from bertkit.data import DataGenerator
+from bertkit.models import attention_model
 from bertkit.storage import save_weights_atomically
 
 
@@ -108,3 +111,66 @@ class Evaluator(keras.callbacks.Callback):
             self.save_best()
         if self.verbose:
             print(f"{self.name}: {score:.5f}, best {self.name}: {self.best:.5f}")
+
+
+def attention_grid(probs, cell=8):
+    """One attention map per head side by side, as a ``[H, W]`` image in [0, 1].
+
+    Args:
+        probs: ``[N, Q, T]`` attention probabilities of one sentence (``N`` heads).
+        cell: pixels per token, so that short sentences stay visible.
+
+    Returns:
+        ``float32 [Q * cell, N * (T * cell + cell) - cell]``: head maps separated by a
+        one-cell white gap, each row scaled to its maximum.
+    """
+    probs = np.asarray(probs, dtype="float32")
+    peak = probs.max(axis=-1, keepdims=True)
+    scaled = probs / np.where(peak > 0, peak, 1.0)
+    tiles = [np.kron(head, np.ones((cell, cell), "float32")) for head in scaled]
+    gap = np.ones((tiles[0].shape[0], cell), "float32")
+    parts = [part for tile in tiles for part in (tile, gap)][:-1]
+    return np.concatenate(parts, axis=1)
+
+
+class AttentionImages(keras.callbacks.Callback):
+    """Writes the attention of every head of one layer on one sentence to TensorBoard.
+
+    After each epoch, the probabilities of ``layer`` on ``inputs`` (one sentence, with
+    its padding cut) become one image, heads side by side (:func:`attention_grid`), under
+    ``attention/layer_{layer}`` in ``log_dir/attention``: how the heads learn to look
+    at the text as training goes on.
+
+    Args:
+        inputs: ``[token_ids, segment_ids]`` of one sentence, ``[1, T]`` each.
+        log_dir: the TensorBoard log directory (the image goes to its ``attention``
+            subdirectory, beside Keras's ``train`` and ``validation``).
+        layer: the transformer layer, ``-1`` for the last.
+    """
+
+    def __init__(self, inputs, log_dir, layer=-1):
+        super().__init__()
+        self.inputs, self.layer = inputs, layer
+        self.log_dir = os.path.join(log_dir, "attention")
+        self.writer = None
+
+    def probabilities(self):
+        """``[N, Q, T]`` attention probabilities of the layer on the sentence."""
+        layers = [layer for layer in self.model.layers
+                  if isinstance(layer, bk_layers.MultiHeadAttention)]
+        calls = sum(len([n for n in layer._inbound_nodes if n.operation is layer])
+                    for layer in layers)
+        index = self.layer % calls
+        probs = attention_model(self.model, layers=index).predict(self.inputs, verbose=0)
+        return probs[0]
+
+    def on_epoch_end(self, epoch, logs=None):
+        import tensorflow as tf  # TensorBoard's summary writer
+
+        if self.writer is None:
+            self.writer = tf.summary.create_file_writer(self.log_dir)
+        image = attention_grid(self.probabilities())
+        with self.writer.as_default():
+            tf.summary.image(f"attention/layer_{self.layer}", image[None, :, :, None],
+                             step=epoch)
+        self.writer.flush()

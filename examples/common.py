@@ -15,7 +15,7 @@ import os
 import sys
 
 from bertkit import huggingface, models, optimizers
-from bertkit.callbacks import Evaluator
+from bertkit.callbacks import AttentionImages, Evaluator
 from bertkit.config import BertConfig
 from bertkit.storage import RunDirectory, weights_writer, write_lines_atomically  # noqa: F401
 from bertkit.tokenizers import Tokenizer
@@ -37,6 +37,61 @@ def add_checkpoint_arguments(parser):
     parser.add_argument("--do-lower-case", action="store_true",
                         help="for uncased English models")
     add_verbose_argument(parser)
+
+
+def add_logging_arguments(parser, attention=False):
+    """``--log-dir`` (TensorBoard) and ``--plot`` (a PNG of the run at the end)."""
+    what = "scalars (loss, learning rate, validation scores)"
+    if attention:
+        what += " and the last layer's attention on a validation sentence"
+    parser.add_argument("--log-dir", metavar="DIR",
+                        help=f"write TensorBoard {what} after every epoch; look with "
+                             "`tensorboard --logdir DIR`")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="draw the training curves" + (" and the attention heat maps"
+                                                           if attention else "")
+                             + " into FILE.png at the end (needs bertkit[plots])")
+
+
+def check_logging_arguments(parser, args):
+    """``--log-dir`` needs TensorBoard and ``--plot`` matplotlib: said before any work."""
+    import importlib.util
+
+    for flag, module in (("log_dir", "tensorboard"), ("plot", "matplotlib")):
+        if getattr(args, flag, None) and importlib.util.find_spec(module) is None:
+            parser.error(f"--{flag.replace('_', '-')} needs {module}: pip install "
+                         "'bertkit[plots]'")
+    if getattr(args, "plot", None) and not args.plot.endswith(".png"):
+        parser.error(f"--plot writes a PNG; give a FILE.png, got {args.plot!r}")
+
+
+def logging_callbacks(args, attention_inputs=None):
+    """The callbacks of ``--log-dir``: Keras's TensorBoard (it logs the learning rate and
+    the evaluator's scores too, since the evaluator runs first) and, with
+    ``attention_inputs``, the attention images."""
+    if not getattr(args, "log_dir", None):
+        return []
+    import keras
+
+    found = [keras.callbacks.TensorBoard(args.log_dir, write_graph=False)]
+    if attention_inputs is not None:
+        found.append(AttentionImages(attention_inputs, args.log_dir))
+    return found
+
+
+def save_run_plot(args, model, history, attention_inputs=None, tokens=None):
+    """``--plot``: the curves of ``history`` and the last layer's attention heat maps."""
+    if not getattr(args, "plot", None):
+        return
+    from bertkit.plots import save_training_plot
+
+    attention = None
+    if attention_inputs is not None:
+        probe = AttentionImages(attention_inputs, log_dir=".")
+        probe.set_model(model)
+        attention = probe.probabilities()
+    save_training_plot(args.plot, history, attention=attention, tokens=tokens)
+    print(f"plot: {args.plot}")
 
 
 def add_verbose_argument(parser):
@@ -90,6 +145,7 @@ def check_fine_tuning_arguments(parser, args, checkpoint_optional=False):
             check (a script that can build a random model from ``--vocab`` alone).
     """
     resolve_huggingface_checkpoint(args)
+    check_logging_arguments(parser, args)
     given = [args.config, args.checkpoint, args.vocab]
     if not checkpoint_optional and any(given) and not all(given):
         parser.error("--config, --checkpoint and --vocab go together")

@@ -31,11 +31,12 @@ from bertkit.data import DataGenerator, progress, sequence_padding  # noqa: E402
 from bertkit.heads import ClassificationHead  # noqa: E402
 from bertkit.models import build_transformer_model  # noqa: E402
 from bertkit.tokenizers import Tokenizer  # noqa: E402
-from common import (BadLine, RunEvaluator, add_checkpoint_arguments, add_fine_tuning_arguments,  # noqa: E402
-                    add_run_arguments, build_optimizer, check_encoder_inputs,
-                    check_fine_tuning_arguments, claim_output_dir, dtype_policy,
-                    encoder_overrides, fit_verbosity, load_run, print_random_checkpoint_note,
-                    read_records, reinitialize_blocks, run_cli)
+from common import (BadLine, RunEvaluator, add_checkpoint_arguments,  # noqa: E402
+                    add_fine_tuning_arguments, add_logging_arguments, add_run_arguments,
+                    build_optimizer, check_encoder_inputs, check_fine_tuning_arguments,
+                    claim_output_dir, dtype_policy, encoder_overrides, fit_verbosity, load_run,
+                    logging_callbacks, print_random_checkpoint_note, read_records,
+                    reinitialize_blocks, run_cli, save_run_plot)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -58,6 +59,7 @@ def parse_args(argv=None):
     p.add_argument("--skip-bad-lines", action="store_true",
                    help="skip malformed data lines with a count instead of stopping")
     add_run_arguments(p, os.path.join("outputs", "sentiment"))
+    add_logging_arguments(p, attention=True)
     p.add_argument("--predict", nargs="+", metavar="TEXT",
                    help="classify TEXTs with the weights saved in --output-dir")
     args = p.parse_args(argv)
@@ -242,9 +244,15 @@ def train(args):
     start = time.time()
     # tf.data with a [batch, length] signature: any padded length, one trace, prefetching.
     dataset = generators["train"].to_dataset(SentenceGenerator.TYPES, SentenceGenerator.SHAPES)
-    model.fit(dataset, steps_per_epoch=steps, epochs=args.epochs, callbacks=[evaluator],
-              verbose=fit_verbosity(),
-              shuffle=False)  # the generator shuffles (and buckets) by itself
+    # One validation sentence whose attention --log-dir and --plot show.
+    text = splits["valid"][0][0]
+    ids, segments = tokenizer.encode(text, maxlen=args.maxlen)
+    sentence = [np.array([ids]), np.array([segments])]
+    history = model.fit(dataset, steps_per_epoch=steps, epochs=args.epochs,
+                        callbacks=[evaluator, *logging_callbacks(args, sentence)],
+                        verbose=fit_verbosity(),
+                        shuffle=False)  # the generator shuffles (and buckets) by itself
+    save_run_plot(args, model, history.history, sentence, tokenizer.ids_to_tokens(ids))
     weights_path = evaluator.paths["weights"]
     model.load_weights(weights_path)
     test_accuracy = accuracy(model, generators["test"], desc="test")

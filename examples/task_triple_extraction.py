@@ -50,11 +50,12 @@ from bertkit.extraction import (TripleExtractor, object_labels, sample_subject, 
                                 subject_labels, token_span, triple_scores)
 from bertkit.models import build_transformer_model  # noqa: E402
 from bertkit.tokenizers import Tokenizer  # noqa: E402
-from common import (BadLine, RunEvaluator, add_checkpoint_arguments, add_fine_tuning_arguments,  # noqa: E402
-                    add_run_arguments, build_optimizer, check_encoder_inputs,
-                    check_fine_tuning_arguments, claim_output_dir, dtype_policy,
-                    encoder_overrides, fit_verbosity, load_run, print_random_checkpoint_note,
-                    read_records, reinitialize_blocks, run_cli, write_lines_atomically)
+from common import (BadLine, RunEvaluator, add_checkpoint_arguments,  # noqa: E402
+                    add_fine_tuning_arguments, add_logging_arguments, add_run_arguments,
+                    build_optimizer, check_encoder_inputs, check_fine_tuning_arguments,
+                    claim_output_dir, dtype_policy, encoder_overrides, fit_verbosity, load_run,
+                    logging_callbacks, print_random_checkpoint_note, read_records,
+                    reinitialize_blocks, run_cli, save_run_plot, write_lines_atomically)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PREDICTIONS_FILE = "valid_predictions.jsonl"
@@ -96,6 +97,7 @@ def parse_args(argv=None):
     p.add_argument("--skip-bad-lines", action="store_true",
                    help="skip malformed data lines with a count instead of stopping")
     add_run_arguments(p, os.path.join("outputs", "triples"))
+    add_logging_arguments(p)
     p.add_argument("--predict", nargs="+", metavar="TEXT",
                    help="print the triples of TEXTs as JSON, from the weights saved in "
                         "--output-dir")
@@ -452,9 +454,12 @@ def train(args):
                                 run_settings(args, predicates))
 
     start = time.time()
-    extractor.model.fit(generator.forfit(), steps_per_epoch=steps, epochs=args.epochs,
-                        callbacks=[evaluator], verbose=fit_verbosity(),
-                        shuffle=False)  # the generator shuffles (and buckets) by itself
+    history = extractor.model.fit(generator.forfit(), steps_per_epoch=steps,
+                                  epochs=args.epochs,
+                                  callbacks=[evaluator, *logging_callbacks(args)],
+                                  verbose=fit_verbosity(),
+                                  shuffle=False)  # the generator shuffles by itself
+    save_run_plot(args, extractor.model, history.history)
     minutes = (time.time() - start) / 60
     best, paths = evaluator.best_scores, evaluator.paths
     print(f"best val precision {best['precision']:.4f} recall {best['recall']:.4f} "

@@ -286,3 +286,36 @@ def test_an_example_logged_to_a_file_is_clean(checkpoint, tmp_path):
               or "cpu_feature_guard" in line or "oneDNN custom operations" in line]
     assert not native, native
     assert "Epoch 2/2" in text and "best val_accuracy" in text  # the example's own lines
+
+
+def test_log_dir_writes_scalars_and_attention_images_and_plot_a_png(checkpoint, tmp_path,
+                                                                     capsys):
+    import tensorflow as tf
+
+    log_dir, plot = tmp_path / "logs", tmp_path / "run.png"
+    code, err = run_sentiment(checkpoint, tmp_path, capsys, epochs=2, **{
+        "log-dir": str(log_dir), "plot": str(plot)})
+    assert code == 0, err
+    found = {}
+    for root, _, files in os.walk(log_dir):
+        for name in files:
+            for event in tf.compat.v1.train.summary_iterator(os.path.join(root, name)):
+                for value in event.summary.value:
+                    found.setdefault((os.path.basename(root), value.tag), []).append(event.step)
+    assert found[("train", "epoch_loss")] == [0, 1]
+    assert found[("train", "epoch_learning_rate")] == [0, 1]
+    assert found[("validation", "epoch_accuracy")] == [0, 1]  # the evaluator's score
+    assert found[("attention", "attention/layer_-1")] == [0, 1]
+    with open(plot, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_attention_grid_puts_the_heads_side_by_side():
+    from bertkit.callbacks import attention_grid
+
+    probs = np.array([[[0.5, 0.5], [1.0, 0.0]], [[0.25, 0.75], [0.0, 1.0]]])
+    image = attention_grid(probs, cell=2)
+    assert image.shape == (4, 2 * 4 + 2)
+    np.testing.assert_allclose(image[:2, :4], [[1, 1, 1, 1]] * 2)  # head 0, row 0, scaled
+    np.testing.assert_allclose(image[2:, 6:8], [[0, 0]] * 2)        # head 1, row 1, key 0
+    np.testing.assert_allclose(image[:, 4:6], 1.0)                  # the gap
