@@ -31,7 +31,7 @@ from bertkit import optimizers  # noqa: F401
 from bertkit import pretraining  # noqa: F401
 
 # The public API, each name from the module that defines it.
-from bertkit.callbacks import Evaluator, progress
+from bertkit.callbacks import AttentionImages, Evaluator, progress
 from bertkit.checkpoints import (load_weights_from_checkpoint, save_checkpoint_dir,
                                  save_weights_as_checkpoint)
 from bertkit.config import BertConfig
@@ -47,6 +47,7 @@ from bertkit.optimizers import (Adam, extend_with_gradient_accumulation,
                                 extend_with_lookahead, extend_with_parameter_wise_lr,
                                 extend_with_piecewise_linear_lr, extend_with_weight_decay,
                                 fine_tuning_optimizer)
+from bertkit.plots import save_training_plot
 from bertkit.schedules import PiecewiseLinear, layerwise_lr_decay
 from bertkit.storage import RunDirectory, atomic_write, save_weights_atomically
 from bertkit.tokenizers import Tokenizer, load_vocab, save_vocab
@@ -62,6 +63,7 @@ __all__ = [
     "pad_to_bucket",
     # heads and training
     "TaskHead", "ClassificationHead", "Evaluator", "progress", "EMAEvaluation",
+    "AttentionImages", "save_training_plot",
     "Adam", "fine_tuning_optimizer", "PiecewiseLinear", "layerwise_lr_decay",
     "extend_with_weight_decay", "extend_with_layer_adaptation",
     "extend_with_piecewise_linear_lr", "extend_with_gradient_accumulation",

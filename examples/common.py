@@ -39,14 +39,16 @@ def add_checkpoint_arguments(parser):
     add_verbose_argument(parser)
 
 
-def add_logging_arguments(parser, attention=False):
-    """``--log-dir`` (TensorBoard) and ``--plot`` (a PNG of the run at the end)."""
+def add_logging_arguments(parser, attention=False, plot=True):
+    """``--log-dir`` (TensorBoard) and, with ``plot``, ``--plot`` (a PNG at the end)."""
     what = "scalars (loss, learning rate, validation scores)"
     if attention:
         what += " and the last layer's attention on a validation sentence"
     parser.add_argument("--log-dir", metavar="DIR",
                         help=f"write TensorBoard {what} after every epoch; look with "
                              "`tensorboard --logdir DIR`")
+    if not plot:
+        return
     parser.add_argument("--plot", metavar="FILE.png",
                         help="draw the training curves" + (" and the attention heat maps"
                                                            if attention else "")

@@ -80,8 +80,9 @@ from bertkit.models import build_transformer_model, family_names, get_family  # 
 from bertkit.schedules import PiecewiseLinear  # noqa: E402
 from bertkit.tokenizers import Tokenizer  # noqa: E402
 from bertkit.storage import RunDirectory, write_bytes_atomically  # noqa: E402
-from common import (BadLine, add_mixed_precision_argument, add_run_arguments,  # noqa: E402
-                    dtype_policy, fit_verbosity, read_records, run_cli)
+from common import (BadLine, add_logging_arguments, add_mixed_precision_argument,  # noqa: E402
+                    add_run_arguments, check_logging_arguments, dtype_policy, fit_verbosity,
+                    logging_callbacks, read_records, run_cli)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(HERE)
@@ -91,7 +92,7 @@ STATE_FILE = "pretraining_state.h5"  # committed as pretraining_state.<version>.
 # --resume with another value is refused with the flag named.
 RESUMABLE_FLAGS = {"minutes", "max_steps", "save_every", "verbose", "fit_schedule",
                    "probe_steps", "finetune_dropout", "output_dir", "resume", "overwrite",
-                   "debug"}
+                   "debug", "log_dir"}
 PATH_FLAGS = {"corpus", "vocab", "config", "init_checkpoint"}
 PROBE_WARMUP = 10  # steps --fit-schedule leaves untimed: the first ones trace the graph
 SCHEDULE_MARGIN = 0.97  # the share of the measured budget --fit-schedule plans for
@@ -188,7 +189,9 @@ def parse_args(argv=None):
                    help="Keras fit verbosity (default: 1, progress bars, on a terminal; 2, a "
                         "line an epoch, in a file); any --verbose also shows TensorFlow's "
                         "own start-up log")
+    add_logging_arguments(p, plot=False)
     args = p.parse_args(argv)
+    check_logging_arguments(p, args)
     if args.corpus is None:
         args.corpus = SAMPLE_CORPUS
         args.minutes = 1.0 if args.minutes is None else args.minutes
@@ -643,7 +646,8 @@ def main(argv=None):
         last_epoch = epoch + 1 if offset else args.epochs
         fit = model.fit(data.dataset(step), steps_per_epoch=steps - offset,
                         epochs=last_epoch, initial_epoch=epoch, validation_data=validation,
-                        validation_batch_size=args.batch_size, callbacks=[saver],
+                        validation_batch_size=args.batch_size,
+                        callbacks=[saver, *logging_callbacks(args)],
                         verbose=fit_verbosity() if args.verbose is None else args.verbose,
                         shuffle=False)
         history = {k: v[-1] for k, v in fit.history.items()}

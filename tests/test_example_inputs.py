@@ -254,9 +254,12 @@ def test_pretraining_resume_checks_the_flags(tmp_path, capsys):
     other.write_text(json.dumps(dict(json.load(open(config)), hidden_size=64)))
     assert pretrain(vocab, other, out, "--resume") == 2
     assert f"--config {other} (the saved run: {config})" in capsys.readouterr().err
-    # What only changes how long it runs may change.
-    assert pretrain(vocab, config, out, "--resume", **{"max-steps": 4, "minutes": 5}) == 0
+    # What only changes how long it runs (or where it logs) may change.
+    logs = tmp_path / "logs"
+    assert pretrain(vocab, config, out, "--resume", **{"max-steps": 4, "minutes": 5,
+                                                      "log-dir": str(logs)}) == 0
     assert "resumed at step 2" in capsys.readouterr().out
+    assert os.listdir(logs / "train")  # TensorBoard's event file
     state = json.load(open(os.path.join(out, "run.json")))["state"]
     assert state["step"] == 4
     np.testing.assert_equal(sorted(os.listdir(out)), sorted(
