@@ -22,7 +22,7 @@ peak RSS). The workers of one (shape, workload) group are started together and
 measured in turn, A B C A B C ..., so that a change in the machine's load hits them
 alike; the table shows medians, min-max over the repeats and ratios to the fastest
 peer. A last section feeds batches of varying lengths to an XLA-compiled training
-step, with and without ``bertkit.models.pad_to_bucket``, and counts traces and
+step, with and without ``bertkit.data.pad_to_bucket``, and counts traces and
 compilations after warm-up.
 
 Peers are not bertkit dependencies; install them in a separate virtualenv (see
@@ -352,7 +352,7 @@ def retrace_worker(args):
 
     sys.path.insert(0, str(ROOT))
     import keras
-    from bertkit.models import DEFAULT_LENGTH_BUCKETS, pad_to_bucket
+    from bertkit.data import DEFAULT_LENGTH_BUCKETS, pad_to_bucket
 
     shape = SHAPES[args.shape]
     compile_log = open(os.environ["BENCH_LOG"])  # this process's own stderr

@@ -2,10 +2,10 @@
 
 This module owns what every derived optimizer is made of, but no extension:
 
-- ``_DerivedOptimizer``, the base class whose ``update_step`` runs the update
+- ``DerivedOptimizer``, the base class whose ``update_step`` runs the update
   pipeline described in ``bertkit.optimizers``: it calls the hooks the extensions
   override, and captures the base optimizer's write to the weights as a step;
-- ``_derive``, which builds the subclass of a base optimizer with one more
+- ``derive``, which builds the subclass of a base optimizer with one more
   extension (one class per base, extension and name, all registered with Keras as
   ``bertkit>DerivedOptimizer``);
 - the config round trip: ``_describe`` records a class's base and extensions in its
@@ -19,11 +19,13 @@ import keras
 import tensorflow as tf  # tf.IndexedSlices and tf.init_scope have no keras.ops equivalent
 from keras import ops
 
-from bertkit.schedules import _path
+from bertkit.schedules import variable_path
+
+__all__ = ["PACKAGE", "dense_gradient", "copy_initializer", "DerivedOptimizer", "derive"]
 
 # Part of the registered names ("bertkit>Adam", "bertkit>DerivedOptimizer") that
 # saved configs refer to.
-_PACKAGE = "bertkit"
+PACKAGE = "bertkit"
 
 # Derived classes are created here but belong to the public module, where the
 # ready-made ones (AdamW, ...) are found; saved configs record this module name.
@@ -32,12 +34,12 @@ _MODULE = "bertkit.optimizers"
 _EXTENSIONS = {}  # extension tag, as recorded in configs -> extension class, for `_rebuild`
 
 
-def _dense(gradient):
+def dense_gradient(gradient):
     # Embedding gradients arrive as tf.IndexedSlices; the pipeline works on dense rows.
     return tf.convert_to_tensor(gradient) if isinstance(gradient, tf.IndexedSlices) else gradient
 
 
-def _copy_initializer(variable):
+def copy_initializer(variable):
     return lambda shape, dtype=None: ops.cast(ops.convert_to_tensor(variable), dtype)
 
 
@@ -49,13 +51,13 @@ class _State:
         self.raw_weights = None  # model weights put aside while EMA weights are in
 
 
-class _DerivedOptimizer:
+class DerivedOptimizer:
     """The update pipeline shared by all derived optimizers (described in ``bertkit.optimizers``)."""
 
-    _derivation = None  # (base class, ((extension tag, class name), ...)), set by _derive
+    _derivation = None  # (base class, ((extension tag, class name), ...)), set by derive
 
     def __init_subclass__(cls, **kwargs):
-        # An extension declares its `_tag`; the classes `_derive` builds inherit it.
+        # An extension declares its `_tag`; the classes `derive` builds inherit it.
         super().__init_subclass__(**kwargs)
         if "_tag" in cls.__dict__:
             _EXTENSIONS[cls._tag] = cls
@@ -71,7 +73,7 @@ class _DerivedOptimizer:
         return super()._get_current_learning_rate()
 
     def _variable_path(self, index):
-        return _path(self._trainable_variables[index])
+        return variable_path(self._trainable_variables[index])
 
     def build(self, variables):
         if self.built:
@@ -91,7 +93,7 @@ class _DerivedOptimizer:
 
     def _update_variable(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
-        gradient = self._transform_gradient(_dense(gradient), index)
+        gradient = self._transform_gradient(dense_gradient(gradient), index)
         learning_rate = self._variable_learning_rate(learning_rate, index)
         mask = self._update_mask(gradient, index)
         delta = self._base_step(gradient, variable, learning_rate, mask)
@@ -156,7 +158,7 @@ class _DerivedOptimizer:
         state = self._state
         if state.variable is None or (variable is not state.variable and state.mask is None):
             return super().assign_sub(variable, value)
-        self.assign_add(variable, ops.negative(_dense(value)))
+        self.assign_add(variable, ops.negative(dense_gradient(value)))
 
     def _masked(self, slot, value, keep):
         """A slot write limited to the rows with a gradient (lazy optimization)."""
@@ -168,7 +170,7 @@ class _DerivedOptimizer:
                 f"lazy optimization needs optimizer slots shaped like the variable; "
                 f"{self.__class__.__name__} keeps a slot of shape {tuple(slot.shape)} for "
                 f"a variable of shape {tuple(variable.shape)} (factored moments?)")
-        value = _dense(value)
+        value = dense_gradient(value)
         return ops.where(mask, value, slot if keep else ops.zeros_like(value))
 
     def get_config(self):
@@ -184,13 +186,13 @@ class _DerivedOptimizer:
         # All derived classes share one registered name, so `cls` may be any of them.
         if derivation is not None and _describe(cls._derivation) != derivation:
             cls = _rebuild(derivation)
-        return super(_DerivedOptimizer, cls).from_config(config, custom_objects=custom_objects)
+        return super(DerivedOptimizer, cls).from_config(config, custom_objects=custom_objects)
 
 
 _DERIVED = {}  # (base, extension, name) -> class, so that equal derivations are one class
 
 
-def _derive(base, mixin, name=None):
+def derive(base, mixin, name=None):
     """The subclass of ``base`` with ``mixin`` on top (one class per base, mixin and name)."""
     if not (isinstance(base, type) and issubclass(base, keras.optimizers.Optimizer)):
         raise TypeError(f"expected a Keras optimizer class such as keras.optimizers.Adam, got {base!r}")
@@ -199,11 +201,11 @@ def _derive(base, mixin, name=None):
     name = name or base.__name__ + mixin._suffix
     key = (base, mixin, name)
     if key not in _DERIVED:
-        root, extensions = base._derivation if issubclass(base, _DerivedOptimizer) else (base, ())
+        root, extensions = base._derivation if issubclass(base, DerivedOptimizer) else (base, ())
         cls = type(name, (mixin, base), {"__module__": _MODULE, "__doc__": mixin.__doc__,
                                          "_derivation": (root, extensions + ((mixin._tag, name),))})
         # One registered name for all: from_config rebuilds the exact class from the config.
-        _DERIVED[key] = keras.saving.register_keras_serializable(_PACKAGE, "DerivedOptimizer")(cls)
+        _DERIVED[key] = keras.saving.register_keras_serializable(PACKAGE, "DerivedOptimizer")(cls)
     return _DERIVED[key]
 
 
@@ -222,5 +224,5 @@ def _rebuild(derivation):
     for tag, class_name in derivation["extensions"]:
         if tag not in _EXTENSIONS:
             raise ValueError(f"unknown optimizer extension {tag!r}; known: {sorted(_EXTENSIONS)}")
-        cls = _derive(cls, _EXTENSIONS[tag], class_name)
+        cls = derive(cls, _EXTENSIONS[tag], class_name)
     return cls

@@ -4,8 +4,8 @@ This module owns what watches a model while it trains: `progress` (one epoch of
 batches behind a `tqdm` bar, for prediction loops), `Evaluator` (a Keras callback that
 scores a validation generator after every epoch and keeps the best weights) and
 `AttentionImages` (each head's attention on one sentence, to TensorBoard, every
-epoch). It builds on `bertkit.data`, which re-exports `progress` and `Evaluator`. Evaluating with the averaged weights of an EMA optimizer is
-`bertkit.ema.EMAEvaluation`.
+epoch). It builds on `bertkit.data`. Evaluating with the averaged weights of an EMA
+optimizer is `bertkit.ema.EMAEvaluation`.
 """
 import math
 import os
@@ -18,6 +18,8 @@ from bertkit import layers as bk_layers
 from bertkit.data import DataGenerator
 from bertkit.models import attention_model
 from bertkit.storage import save_weights_atomically
+
+__all__ = ["progress", "Evaluator", "attention_grid", "AttentionImages"]
 
 
 def progress(generator, random=False, desc=None, disable=None):

@@ -29,6 +29,10 @@ from bertkit import layers as bk_layers
 from bertkit import models
 from bertkit.storage import commit_file, write_bytes_atomically
 
+__all__ = ["family_of", "variable_mapping", "resolve_checkpoint_path",
+           "load_weights_from_checkpoint", "assign_checked", "checkpoint_variables",
+           "save_weights_as_checkpoint", "save_checkpoint_dir"]
+
 logger = logging.getLogger("bertkit")
 
 # Checkpoint variables that are training state rather than weights.

@@ -19,6 +19,8 @@ import os
 
 from bertkit.storage import atomic_write
 
+__all__ = ["BertConfig"]
+
 logger = logging.getLogger("bertkit")
 
 #: Activations a config may name, with their aliases. ``gelu`` is the exact erf form

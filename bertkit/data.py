@@ -45,17 +45,19 @@ batch up to one of a few lengths, so that an XLA-compiled model compiles few sha
 
 This module owns padding and batching, in plain numpy. The adapters behind
 `to_dataset` and `to_pydataset` (`GeneratorDataset` and the `tf.data` signature
-handling) live in `bertkit.pipelines`, scoring a model on a generator during
-training (`progress`, `Evaluator`) in `bertkit.callbacks`; the public names are
-still importable from here.
+handling) live in `bertkit.pipelines` (imported when those methods are called, since
+it builds on this module), scoring a model on a generator during training
+(`progress`, `Evaluator`) in `bertkit.callbacks`.
 """
 import bisect
 import collections.abc
-import importlib
 import math
 import numbers
 
 import numpy as np
+
+__all__ = ["DEFAULT_LENGTH_BUCKETS", "sequence_padding", "default_bucket_key",
+           "check_positive_int", "DataGenerator", "bucket_length", "pad_to_bucket"]
 
 
 def sequence_padding(inputs, length=None, value=0, seq_dims=1, mode="post"):
@@ -207,7 +209,7 @@ def default_bucket_key(item):
     return len(item)
 
 
-def _check_positive_int(name, value):
+def check_positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
 
@@ -253,9 +255,9 @@ class DataGenerator:
             raise TypeError(
                 f"data must be a list or an iterable of items, got {type(data).__name__}"
             )
-        _check_positive_int("batch_size", batch_size)
+        check_positive_int("batch_size", batch_size)
         if buffer_size is not None:
-            _check_positive_int("buffer_size", buffer_size)
+            check_positive_int("buffer_size", buffer_size)
         if bucket_key is not None and not callable(bucket_key):
             raise TypeError(f"bucket_key must be callable, got {bucket_key!r}")
         if hasattr(data, "__len__") and not hasattr(data, "__getitem__"):
@@ -467,30 +469,10 @@ class DataGenerator:
         Example: `model.fit(gen.to_pydataset(workers=2, use_multiprocessing=True),
         epochs=3)`; no `steps_per_epoch` is needed.
         """
-        from bertkit.pipelines import GeneratorDataset  # lazily: bertkit.pipelines imports this module
+        from bertkit.pipelines import GeneratorDataset  # here: pipelines builds on this module
         return GeneratorDataset(self, random=random, workers=workers,
                                 use_multiprocessing=use_multiprocessing,
                                 max_queue_size=max_queue_size)
-
-
-# Names that moved to modules building on this one, still importable from here.
-# They are looked up on first use, since those modules import `DataGenerator` from
-# this one and importing them at the top would be circular.
-_MOVED = {
-    "progress": "bertkit.callbacks",  # now in bertkit.callbacks
-    "Evaluator": "bertkit.callbacks",  # now in bertkit.callbacks
-    "GeneratorDataset": "bertkit.pipelines",  # now in bertkit.pipelines
-}
-
-
-def __getattr__(name):
-    if name in _MOVED:
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_MOVED))
 
 
 #: Lengths :func:`pad_to_bucket` pads a batch up to: a few shapes to compile, at most

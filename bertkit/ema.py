@@ -5,19 +5,21 @@ This module owns the weight average: ``extend_with_exponential_moving_average``
 request) and the ``EMAEvaluation`` callback that evaluates with them. The
 extension is one more step of the derived-optimizer pipeline described in
 ``bertkit.optimizers`` (it runs last, after lookahead), so it builds on
-``_DerivedOptimizer`` from ``bertkit._derived``, as the other extensions do.
+``DerivedOptimizer`` from ``bertkit._derived``, as the other extensions do.
 ``bertkit.optimizers`` imports this module for ``AdamEMA`` and
-``fine_tuning_optimizer`` and re-exports its public names.
+``fine_tuning_optimizer``.
 """
 import contextlib
 
 import keras
 from keras import ops
 
-from bertkit._derived import _copy_initializer, _derive, _DerivedOptimizer
+from bertkit._derived import copy_initializer, derive, DerivedOptimizer
+
+__all__ = ["extend_with_exponential_moving_average", "EMAEvaluation"]
 
 
-class _ExponentialMovingAverage(_DerivedOptimizer):
+class _ExponentialMovingAverage(DerivedOptimizer):
     """Keeps ``avg <- m * avg + (1 - m) * w`` (``avg = w`` after the first update)."""
 
     _tag, _suffix = "exponential_moving_average", "EMA"
@@ -33,7 +35,7 @@ class _ExponentialMovingAverage(_DerivedOptimizer):
     def _build_slots(self, variables):
         super()._build_slots(variables)
         # Start from the weights, so variables that never get a gradient average to themselves.
-        self._averages = [self.add_variable_from_reference(v, "average", _copy_initializer(v))
+        self._averages = [self.add_variable_from_reference(v, "average", copy_initializer(v))
                           for v in variables]
 
     def _average_weights(self, variable, index):
@@ -92,7 +94,7 @@ def extend_with_exponential_moving_average(BaseOptimizer, name=None):
         >>> with model.optimizer.ema_weights():
         ...     save_weights_atomically(model, "best.weights.h5")  # bertkit.storage
     """
-    return _derive(BaseOptimizer, _ExponentialMovingAverage, name)
+    return derive(BaseOptimizer, _ExponentialMovingAverage, name)
 
 
 class EMAEvaluation(keras.callbacks.Callback):

@@ -44,6 +44,11 @@ from bertkit.data import sequence_padding
 from bertkit.heads import TaskHead
 from bertkit.layers import ConditionalLayerNormalization
 
+__all__ = ["SubjectPointerHead", "ObjectPointerHead", "PointerLoss", "Triple",
+           "TripleExtractor", "decode_subjects", "decode_objects", "char_span",
+           "decode_triples", "token_span", "subject_labels", "object_labels",
+           "sample_subject", "triple_scores"]
+
 
 def _register(cls):
     return keras.saving.register_keras_serializable(package="bertkit")(cls)

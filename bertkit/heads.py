@@ -25,6 +25,8 @@ Writing a new head takes a ``build`` and a ``call``:
 import keras
 from keras import ops
 
+__all__ = ["TaskHead", "masked_mean", "ClassificationHead"]
+
 
 class TaskHead(keras.layers.Layer):
     """Base class of task heads.

@@ -15,6 +15,10 @@ from keras import ops
 
 from bertkit.positions import relative_position_table, rotary_position_embedding
 
+__all__ = ["gelu_tanh", "gelu_erf", "get_activation", "Embedding", "PositionEmbedding",
+           "Dropout", "PaddingMask", "MultiHeadAttention", "FeedForward", "RMSNorm",
+           "BiasAdd", "TakeToken", "ConditionalLayerNormalization"]
+
 _PACKAGE = "bertkit"
 
 

@@ -45,21 +45,23 @@ pipeline itself, the derivation of classes and their config round trip live in
 the private ``bertkit._derived``, which the weight average in ``bertkit.ema``
 (``extend_with_exponential_moving_average``, ``EMAEvaluation``) builds on as well.
 Schedules (``PiecewiseLinear``, ``layerwise_lr_decay``) live in
-``bertkit.schedules``. The public names of both modules are re-exported here, so
-``bertkit.optimizers.PiecewiseLinear`` and the like keep working.
+``bertkit.schedules``; import them from there (or from ``bertkit``).
 """
 import keras
 from keras import ops
 
-from bertkit._derived import _PACKAGE, _copy_initializer, _dense, _derive, _DerivedOptimizer
-# Moved to bertkit.ema, re-exported for code written against this module.
-from bertkit.ema import EMAEvaluation, extend_with_exponential_moving_average  # noqa: F401
-# Moved to bertkit.schedules, re-exported for code written against this module.
-from bertkit.schedules import PiecewiseLinear, layerwise_lr_decay  # noqa: F401
-from bertkit.schedules import _piecewise_linear, _schedule_points
+from bertkit._derived import PACKAGE, DerivedOptimizer, copy_initializer, dense_gradient, derive
+from bertkit.ema import extend_with_exponential_moving_average
+from bertkit.schedules import layerwise_lr_decay, piecewise_linear, schedule_points
+
+__all__ = ["Adam", "extend_with_weight_decay", "extend_with_layer_adaptation",
+           "extend_with_piecewise_linear_lr", "extend_with_gradient_accumulation",
+           "extend_with_lookahead", "extend_with_lazy_optimization",
+           "extend_with_parameter_wise_lr", "extend_with_gradient_transform", "AdamW",
+           "AdamWLR", "AdamEMA", "fine_tuning_optimizer"]
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class Adam(keras.optimizers.Adam):
     """Keras's Adam with an optional switch to Google's BERT update.
 
@@ -86,7 +88,7 @@ class Adam(keras.optimizers.Adam):
         """One Adam step; without bias correction, Google's ``AdamWeightDecayOptimizer``."""
         # Keras squares a tf.IndexedSlices gradient slice by slice, so a token seen
         # twice in a batch adds g1**2 + g2**2 to `v` instead of (g1 + g2)**2.
-        gradient = _dense(gradient)
+        gradient = dense_gradient(gradient)
         if self.bias_correction:
             return super().update_step(gradient, variable, learning_rate)
         lr = ops.cast(learning_rate, variable.dtype)
@@ -120,7 +122,7 @@ def _check_names(value, argument):
     return list(value)
 
 
-class _WeightDecay(_DerivedOptimizer):
+class _WeightDecay(DerivedOptimizer):
     """Decoupled weight decay: ``w <- w - lr * (h + weight_decay_rate * w)``."""
 
     _tag, _suffix = "weight_decay", "WeightDecay"
@@ -165,10 +167,10 @@ def extend_with_weight_decay(BaseOptimizer, name=None):
         >>> AdamW = extend_with_weight_decay(Adam, "AdamW")
         >>> optimizer = AdamW(1e-4, weight_decay_rate=0.01, exclude_from_weight_decay=["Norm", "bias"])
     """
-    return _derive(BaseOptimizer, _WeightDecay, name)
+    return derive(BaseOptimizer, _WeightDecay, name)
 
 
-class _LayerAdaptation(_DerivedOptimizer):
+class _LayerAdaptation(DerivedOptimizer):
     """Scales each variable's step by the trust ratio ``||w|| / ||h||`` (LAMB)."""
 
     _tag, _suffix = "layer_adaptation", "LayerAdaptation"
@@ -207,24 +209,24 @@ def extend_with_layer_adaptation(BaseOptimizer, name=None):
     Example:
         >>> LAMB = extend_with_layer_adaptation(extend_with_weight_decay(Adam), "LAMB")
     """
-    return _derive(BaseOptimizer, _LayerAdaptation, name)
+    return derive(BaseOptimizer, _LayerAdaptation, name)
 
 
-class _PiecewiseLinearLR(_DerivedOptimizer):
+class _PiecewiseLinearLR(DerivedOptimizer):
     """Multiplies the learning rate by a piecewise-linear function of the step."""
 
     _tag, _suffix = "piecewise_linear_lr", "PiecewiseLinearLR"
 
     def __init__(self, *args, lr_schedule, **kwargs):
-        points = _schedule_points(lr_schedule, "lr_schedule")
+        points = schedule_points(lr_schedule, "lr_schedule")
         super().__init__(*args, **kwargs)
         self.lr_schedule = dict(points)
 
     def _get_current_learning_rate(self):
         # In `learning_rate` itself, so Keras's own weight decay and callbacks see it too.
-        points = _schedule_points(self.lr_schedule, "lr_schedule", with_zero=True)
+        points = schedule_points(self.lr_schedule, "lr_schedule", with_zero=True)
         learning_rate = super()._get_current_learning_rate()
-        factor = _piecewise_linear(self.iterations, points)
+        factor = piecewise_linear(self.iterations, points)
         return learning_rate * ops.cast(factor, ops.dtype(learning_rate))
 
     def get_config(self):
@@ -247,10 +249,10 @@ def extend_with_piecewise_linear_lr(BaseOptimizer, name=None):
         >>> AdamLR = extend_with_piecewise_linear_lr(Adam, "AdamLR")
         >>> optimizer = AdamLR(2e-5, lr_schedule={1000: 1.0, 10000: 0.0})  # warm-up, decay
     """
-    return _derive(BaseOptimizer, _PiecewiseLinearLR, name)
+    return derive(BaseOptimizer, _PiecewiseLinearLR, name)
 
 
-class _GradientAccumulation(_DerivedOptimizer):
+class _GradientAccumulation(DerivedOptimizer):
     """Updates every ``grad_accum_steps`` steps with the mean of the last gradients."""
 
     _tag, _suffix = "gradient_accumulation", "GradientAccumulation"
@@ -279,7 +281,7 @@ class _GradientAccumulation(_DerivedOptimizer):
         update = super()._update_variable
 
         def apply():
-            update(ops.divide(ops.add(accumulator, _dense(gradient)), steps), variable, learning_rate)
+            update(ops.divide(ops.add(accumulator, dense_gradient(gradient)), steps), variable, learning_rate)
             self.assign(accumulator, ops.zeros_like(accumulator))
 
         def accumulate():
@@ -311,10 +313,10 @@ def extend_with_gradient_accumulation(BaseOptimizer, name=None):
         >>> AdamGA = extend_with_gradient_accumulation(Adam, "AdamGA")
         >>> optimizer = AdamGA(1e-4, grad_accum_steps=4)  # batch 8 acts as batch 32
     """
-    return _derive(BaseOptimizer, _GradientAccumulation, name)
+    return derive(BaseOptimizer, _GradientAccumulation, name)
 
 
-class _Lookahead(_DerivedOptimizer):
+class _Lookahead(DerivedOptimizer):
     """Lookahead: every k steps ``slow <- slow + alpha * (fast - slow)``, ``fast <- slow``."""
 
     _tag, _suffix = "lookahead", "Lookahead"
@@ -331,7 +333,7 @@ class _Lookahead(_DerivedOptimizer):
 
     def _build_slots(self, variables):
         super()._build_slots(variables)
-        self._slow_weights = [self.add_variable_from_reference(v, "slow", _copy_initializer(v))
+        self._slow_weights = [self.add_variable_from_reference(v, "slow", copy_initializer(v))
                               for v in variables]
 
     def _after_update(self, variable, index):
@@ -367,10 +369,10 @@ def extend_with_lookahead(BaseOptimizer, name=None):
         >>> AdamLA = extend_with_lookahead(Adam, "AdamLA")
         >>> optimizer = AdamLA(1e-3, steps_per_slow_update=5, slow_step_size=0.5)
     """
-    return _derive(BaseOptimizer, _Lookahead, name)
+    return derive(BaseOptimizer, _Lookahead, name)
 
 
-class _LazyOptimization(_DerivedOptimizer):
+class _LazyOptimization(DerivedOptimizer):
     """Rows (first axis) with an all-zero gradient keep their value and their slots."""
 
     _tag, _suffix = "lazy_optimization", "LazyOptimization"
@@ -408,10 +410,10 @@ def extend_with_lazy_optimization(BaseOptimizer, name=None):
         >>> AdamLO = extend_with_lazy_optimization(Adam, "AdamLO")
         >>> optimizer = AdamLO(1e-4, include_in_lazy_optimization=["Embedding-Token"])
     """
-    return _derive(BaseOptimizer, _LazyOptimization, name)
+    return derive(BaseOptimizer, _LazyOptimization, name)
 
 
-class _ParameterWiseLR(_DerivedOptimizer):
+class _ParameterWiseLR(DerivedOptimizer):
     """Multiplies the learning rate of variables whose path contains a key."""
 
     _tag, _suffix = "parameter_wise_lr", "ParameterWiseLR"
@@ -450,10 +452,10 @@ def extend_with_parameter_wise_lr(BaseOptimizer, name=None):
         >>> AdamPLR = extend_with_parameter_wise_lr(Adam)
         >>> optimizer = AdamPLR(1e-4, paramwise_lr_schedule=layerwise_lr_decay(model, 0.9))
     """
-    return _derive(BaseOptimizer, _ParameterWiseLR, name)
+    return derive(BaseOptimizer, _ParameterWiseLR, name)
 
 
-class _GradientTransform(_DerivedOptimizer):
+class _GradientTransform(DerivedOptimizer):
     """Replaces each gradient by ``gradient_transform(gradient, variable)``."""
 
     _tag, _suffix = "gradient_transform", "GradientTransform"
@@ -495,7 +497,7 @@ def extend_with_gradient_transform(BaseOptimizer, name=None):
         >>> AdamGT = extend_with_gradient_transform(Adam)
         >>> optimizer = AdamGT(1e-4, gradient_transform=clip_per_variable)
     """
-    return _derive(BaseOptimizer, _GradientTransform, name)
+    return derive(BaseOptimizer, _GradientTransform, name)
 
 
 # Ready-made classes, as in bert4keras; importing them registers the derived-class

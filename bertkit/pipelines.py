@@ -13,7 +13,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bertkit.data import DataGenerator, _check_positive_int
+from bertkit.data import DataGenerator, check_positive_int
+
+__all__ = ["tf_dataset", "GeneratorDataset"]
 
 
 def tf_dataset(generator, types=None, shapes=None, names=None, padded_batch=False,
@@ -156,7 +158,7 @@ class GeneratorDataset(keras.utils.PyDataset):
                 "GeneratorDataset needs a DataGenerator over data with len() (a list); "
                 "an iterable cannot be split into batches ahead of time"
             )
-        _check_positive_int("workers", workers)
+        check_positive_int("workers", workers)
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing,
                          max_queue_size=max_queue_size)
         self.generator = generator

@@ -40,6 +40,10 @@ from keras import ops
 
 from bertkit.models import intermediate_model
 
+__all__ = ["max_predictions_for", "pack_documents", "mask_tokens", "MaskedLMData",
+           "tokenize_documents", "GatherPositions", "build_pretraining_model",
+           "label_logit_is_max", "MaskedLMAccuracy", "compile_pretraining_model"]
+
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 

@@ -13,11 +13,14 @@ import re
 import keras
 from keras import ops
 
+__all__ = ["PiecewiseLinear", "schedule_points", "piecewise_linear", "layerwise_lr_decay",
+           "variable_path"]
+
 # Part of the registered name ("bertkit>PiecewiseLinear") that saved configs refer to.
-_PACKAGE = "bertkit"
+PACKAGE = "bertkit"
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class PiecewiseLinear(keras.optimizers.schedules.LearningRateSchedule):
     """A piecewise-linear function of the step, bert4keras's ``piecewise_linear``.
 
@@ -33,16 +36,16 @@ class PiecewiseLinear(keras.optimizers.schedules.LearningRateSchedule):
     """
 
     def __init__(self, schedule):
-        self.schedule = dict(_schedule_points(schedule, "schedule"))
+        self.schedule = dict(schedule_points(schedule, "schedule"))
 
     def __call__(self, step):
-        return _piecewise_linear(step, _schedule_points(self.schedule, "schedule", with_zero=True))
+        return piecewise_linear(step, schedule_points(self.schedule, "schedule", with_zero=True))
 
     def get_config(self):
         return {"schedule": dict(self.schedule)}
 
 
-def _schedule_points(schedule, argument, with_zero=False):
+def schedule_points(schedule, argument, with_zero=False):
     """Sorted ``(step, value)`` pairs of a ``{step: value}`` dict (JSON keys are strings)."""
     if not isinstance(schedule, dict) or not schedule:
         raise ValueError(f"`{argument}` must be a non-empty dict {{step: value}}, got {schedule!r}")
@@ -60,7 +63,7 @@ def _schedule_points(schedule, argument, with_zero=False):
     return sorted(points.items())
 
 
-def _piecewise_linear(step, points):
+def piecewise_linear(step, points):
     """The piecewise-linear interpolation of sorted ``points`` at ``step`` (constant after)."""
     t = ops.cast(step, "float32")
     value = ops.convert_to_tensor(points[-1][1], "float32")
@@ -91,7 +94,7 @@ def layerwise_lr_decay(model, decay=0.9):
     if not 0 < decay <= 1:
         raise ValueError(f"`decay` must be in (0, 1], got {decay!r}")
     layers = {int(match.group(1)) for v in model.weights
-              for match in [re.search(r"(?:^|/)Transformer-(\d+)-", _path(v))] if match}
+              for match in [re.search(r"(?:^|/)Transformer-(\d+)-", variable_path(v))] if match}
     if not layers:
         raise ValueError(f"model {model.name!r} has no layers named 'Transformer-{{i}}-...' "
                          "to decay the learning rate over")
@@ -101,6 +104,6 @@ def layerwise_lr_decay(model, decay=0.9):
     return schedule
 
 
-def _path(variable):
+def variable_path(variable):
     """What name substrings are matched against (also by the optimizer extensions)."""
     return getattr(variable, "path", None) or variable.name

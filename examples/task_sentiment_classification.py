@@ -27,7 +27,8 @@ import quiet  # noqa: E402,F401  (before TensorFlow loads: no native start-up lo
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bertkit.data import DataGenerator, progress, sequence_padding  # noqa: E402
+from bertkit.callbacks import progress  # noqa: E402
+from bertkit.data import DataGenerator, sequence_padding  # noqa: E402
 from bertkit.heads import ClassificationHead  # noqa: E402
 from bertkit.models import build_transformer_model  # noqa: E402
 from bertkit.tokenizers import Tokenizer  # noqa: E402

@@ -9,14 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bertkit.data import (
-    DataGenerator,
-    Evaluator,
-    GeneratorDataset,
-    default_bucket_key,
-    progress,
-    sequence_padding,
-)
+from bertkit.callbacks import Evaluator, progress
+from bertkit.data import DataGenerator, default_bucket_key, sequence_padding
+from bertkit.pipelines import GeneratorDataset
 
 SHARED = Path(os.environ.get("BERTKIT_SHARED_DATA",
                              Path(__file__).resolve().parents[2] / "shared" / "data"))

@@ -17,7 +17,9 @@ import pytest
 import keras
 import tensorflow as tf
 
+from bertkit import ema as bema
 from bertkit import optimizers as bo
+from bertkit import schedules as bsched
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCAB = 12  # token ids are drawn below 8, so embedding rows 8..11 never get a gradient
@@ -200,12 +202,12 @@ def test_piecewise_linear_lr():
 
 
 def test_piecewise_linear_schedule_values_and_config():
-    schedule = bo.PiecewiseLinear({1000: 1.0, 2000: 0.1})
+    schedule = bsched.PiecewiseLinear({1000: 1.0, 2000: 0.1})
     for t in [0, 1, 500, 999, 1000, 1500, 2000, 2500, 10 ** 6]:
         assert float(schedule(t)) == pytest.approx(piecewise(t, {1000: 1.0, 2000: 0.1}), abs=1e-6)
-    restored = bo.PiecewiseLinear.from_config(json.loads(json.dumps(schedule.get_config())))
+    restored = bsched.PiecewiseLinear.from_config(json.loads(json.dumps(schedule.get_config())))
     assert float(restored(1500)) == pytest.approx(0.55)
-    assert float(bo.PiecewiseLinear({0: 2.0, 10: 0.0})(5)) == pytest.approx(1.0)
+    assert float(bsched.PiecewiseLinear({0: 2.0, 10: 0.0})(5)) == pytest.approx(1.0)
 
 
 def test_gradient_accumulation_and_real_step_count():
@@ -215,7 +217,7 @@ def test_gradient_accumulation_and_real_step_count():
 
 
 def test_keras_schedule_sees_real_updates_under_accumulation():
-    schedule = bo.PiecewiseLinear({2: 0.01})
+    schedule = bsched.PiecewiseLinear({2: 0.01})
     optimizer = bo.extend_with_gradient_accumulation(bo.Adam)(schedule, grad_accum_steps=2)
     run_side_by_side(optimizer, dict(lr=1.0, lr_schedule={2: 0.01}, grad_accum_steps=2), steps=8)
 
@@ -267,7 +269,7 @@ def test_lazy_optimization_rejects_factored_slots():
 
 
 def test_exponential_moving_average_and_weight_swapping():
-    optimizer = bo.extend_with_exponential_moving_average(bo.Adam)(0.01, ema_momentum=0.9)
+    optimizer = bema.extend_with_exponential_moving_average(bo.Adam)(0.01, ema_momentum=0.9)
     model, reference = run_side_by_side(optimizer, dict(ema_momentum=0.9))
     raw = [v.numpy().copy() for v in model.trainable_variables]
     with optimizer.ema_weights():
@@ -283,7 +285,7 @@ def test_exponential_moving_average_and_weight_swapping():
 
 def test_ema_callback_evaluates_with_averages_and_fit_keeps_raw_weights():
     model = tiny_model()
-    model.compile(bo.extend_with_exponential_moving_average(bo.Adam)(0.05, ema_momentum=0.5), "mse")
+    model.compile(bema.extend_with_exponential_moving_average(bo.Adam)(0.05, ema_momentum=0.5), "mse")
     seen = []
 
     def record(model):
@@ -292,7 +294,7 @@ def test_ema_callback_evaluates_with_averages_and_fit_keeps_raw_weights():
 
     x, y = map(np.concatenate, zip(*batches(4)))
     history = model.fit(x, y, batch_size=3, epochs=2, verbose=0, callbacks=[
-        bo.EMAEvaluation(validation_data=(x, y), evaluate_fn=record)])
+        bema.EMAEvaluation(validation_data=(x, y), evaluate_fn=record)])
     assert set(history.history) >= {"loss", "ema_loss", "ema_kernel_sum"}
     paths = [v.path for v in model.trainable_variables]
     average = model.optimizer._averages[paths.index("Pooler-Dense/kernel")].numpy()
@@ -326,7 +328,7 @@ def test_weight_decay_uses_the_scheduled_learning_rate():
 
 
 def test_accumulation_with_schedule_and_ema_counts_real_updates():
-    cls = bo.extend_with_exponential_moving_average(
+    cls = bema.extend_with_exponential_moving_average(
         bo.extend_with_gradient_accumulation(bo.extend_with_piecewise_linear_lr(bo.Adam)))
     optimizer = cls(0.01, lr_schedule={2: 1.0}, grad_accum_steps=2, ema_momentum=0.8)
     _, reference = run_side_by_side(
@@ -386,11 +388,11 @@ def test_layerwise_lr_decay_schedule():
     for i in range(3):
         x = keras.layers.Dense(6, name=f"Transformer-{i}-FeedForward")(x)
     model = keras.Model(tokens, keras.layers.Dense(2, name="Pooler-Dense")(x))
-    schedule = bo.layerwise_lr_decay(model, decay=0.5)
+    schedule = bsched.layerwise_lr_decay(model, decay=0.5)
     assert schedule == {"Embedding-": 0.5 ** 4, "Transformer-0-": 0.5 ** 3,
                         "Transformer-1-": 0.5 ** 2, "Transformer-2-": 0.5}
     with pytest.raises(ValueError, match="Transformer-"):
-        bo.layerwise_lr_decay(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
+        bsched.layerwise_lr_decay(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
 
 
 def test_bad_arguments_get_clear_errors():
@@ -415,7 +417,7 @@ STACK = dict(lr_schedule={2: 1.0}, grad_accum_steps=2, ema_momentum=0.9,
 def stack_class():
     cls = bo.extend_with_weight_decay(bo.Adam)
     for extend in [bo.extend_with_piecewise_linear_lr, bo.extend_with_gradient_accumulation,
-                   bo.extend_with_exponential_moving_average, bo.extend_with_lookahead,
+                   bema.extend_with_exponential_moving_average, bo.extend_with_lookahead,
                    bo.extend_with_parameter_wise_lr]:
         cls = extend(cls)
     return cls
@@ -538,10 +540,10 @@ def test_fine_tuning_optimizer_assembles_the_usual_recipe():
     optimizer = bo.fine_tuning_optimizer(1e-3, 100, warmup_steps=10, model=model,
                                                  layerwise_decay=0.5, ema_momentum=0.9)
     assert hasattr(optimizer, "ema_weights")
-    assert optimizer.paramwise_lr_schedule == bo.layerwise_lr_decay(model, 0.5)
+    assert optimizer.paramwise_lr_schedule == bsched.layerwise_lr_decay(model, 0.5)
     assert optimizer.weight_decay_excluded == ["Norm", "bias"]
     # Warm-up to the peak at step 10, linear decay to zero at step 100.
-    schedule = bo.PiecewiseLinear({10: 1.0, 100: 0.0})
+    schedule = bsched.PiecewiseLinear({10: 1.0, 100: 0.0})
     for step, factor in ((0, 0.0), (5, 0.5), (10, 1.0), (55, 0.5), (100, 0.0), (150, 0.0)):
         assert float(schedule(step)) == pytest.approx(factor)
     assert optimizer.lr_schedule == {10: 1.0, 100: 0.0}

@@ -12,3 +12,34 @@ def test_every_public_name_imports_from_the_package_and_is_documented():
         assert getattr(defining, name) is value, name  # the module that defines it
         assert (value.__doc__ or "").strip(), f"{name} has no docstring"
     from bertkit import DataGenerator, Tokenizer, build_transformer_model  # noqa: F401
+
+
+def module_imports():
+    """``(module file, imported module, name)`` of every ``from bertkit... import`` in the
+    package, top level or inside functions."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(bertkit.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("bertkit"):
+                for alias in node.names:
+                    yield path.relative_to(root.parent).as_posix(), node.module, alias.name
+
+
+def test_no_module_imports_another_modules_private_name():
+    private = [f"{path}: from {module} import {name}"
+               for path, module, name in module_imports()
+               if name.startswith("_") and module != "bertkit"]
+    assert not private, private
+
+
+def test_every_module_declares_its_public_names():
+    import pkgutil
+
+    for module in pkgutil.walk_packages(bertkit.__path__, "bertkit."):
+        loaded = importlib.import_module(module.name)
+        assert isinstance(getattr(loaded, "__all__", None), list), module.name
+        for name in loaded.__all__:
+            assert hasattr(loaded, name), f"{module.name}.__all__ names missing {name}"

@@ -25,9 +25,6 @@ import os
 import pkgutil
 
 from bertkit.config import BertConfig
-# Bucketed padding lives with the rest of the padding, in bertkit.data; importable
-# from here as before.
-from bertkit.data import DEFAULT_LENGTH_BUCKETS, bucket_length, pad_to_bucket  # noqa: F401
 from bertkit.models.analysis import attention_model, intermediate_model, reinitialize_top_blocks
 from bertkit.models.base import Transformer
 from bertkit.models.registry import family_names, get_family, register_family

@@ -5,6 +5,8 @@ from bertkit import layers as bk_layers
 from bertkit.models.base import DENSE, NORM, Transformer
 from bertkit.models.registry import register_family
 
+__all__ = ["ALBERT", "ALBERTzh"]
+
 
 @register_family("albert")
 class ALBERT(Transformer):

@@ -26,6 +26,8 @@ import keras
 
 from bertkit import layers as bk_layers
 
+__all__ = ["Transformer", "ATTENTION", "DENSE", "NORM"]
+
 # Weight order of each bertkit layer kind, as Google names the pieces.
 ATTENTION = ["query/kernel", "query/bias", "key/kernel", "key/bias", "value/kernel",
              "value/bias"]

@@ -2,6 +2,8 @@
 from bertkit.models.base import Transformer
 from bertkit.models.registry import register_family
 
+__all__ = ["BERT", "RoBERTa"]
+
 
 @register_family("bert")
 class BERT(Transformer):

@@ -15,6 +15,8 @@ from bertkit import layers as bk_layers
 from bertkit.models.base import DENSE, Transformer
 from bertkit.models.registry import register_family
 
+__all__ = ["ELECTRA"]
+
 
 @register_family("electra")
 class ELECTRA(Transformer):

@@ -10,6 +10,8 @@ checkpoints that keep Adam's slots load without them.
 from bertkit.models.base import Transformer
 from bertkit.models.registry import register_family
 
+__all__ = ["NEZHA"]
+
 
 @register_family("nezha")
 class NEZHA(Transformer):

@@ -11,6 +11,8 @@ from bertkit import layers as bk_layers
 from bertkit.models.base import Transformer
 from bertkit.models.registry import register_family
 
+__all__ = ["RoFormer", "RoFormerV2"]
+
 
 @register_family("roformer")
 class RoFormer(Transformer):
