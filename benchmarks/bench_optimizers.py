@@ -36,6 +36,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from bertkit import optimizers as bo  # noqa: E402
+from bertkit.ema import extend_with_exponential_moving_average  # noqa: E402
+from bertkit.schedules import layerwise_lr_decay  # noqa: E402
 from bertkit.models import build_transformer_model  # noqa: E402
 
 SHAPE = dict(vocab_size=21128, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
@@ -51,11 +53,11 @@ def classifier():
 
 def optimizers(model):
     """name -> optimizer; the stack's schedules are those of a real fine-tuning run."""
-    stack = bo.extend_with_exponential_moving_average(bo.extend_with_parameter_wise_lr(
+    stack = extend_with_exponential_moving_average(bo.extend_with_parameter_wise_lr(
         bo.extend_with_piecewise_linear_lr(bo.extend_with_weight_decay(bo.Adam))))
     options = dict(weight_decay_rate=0.01, exclude_from_weight_decay=["Norm", "bias"],
                    lr_schedule={100: 1.0, 1000: 0.1}, ema_momentum=0.999,
-                   paramwise_lr_schedule=bo.layerwise_lr_decay(model, decay=0.9))
+                   paramwise_lr_schedule=layerwise_lr_decay(model, decay=0.9))
     return {
         "keras-adam": keras.optimizers.Adam(1e-4),
         "bertkit-adam": bo.Adam(1e-4),
