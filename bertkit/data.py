@@ -401,7 +401,9 @@ class DataGenerator:
 
         Example: `model.fit(gen.forfit(), steps_per_epoch=len(gen), epochs=3)`.
         Keras infers the batch signature from the first two batches (see the
-        module docstring); use `to_dataset` when that is a problem.
+        module docstring); use `to_dataset` when that is a problem. Lists in a batch
+        (bert4keras's `yield [token_ids, segment_ids], labels`) are passed on as
+        tuples, the structure Keras 3 reads from a generator.
 
         Raises:
             ValueError: when an epoch yields no batch (empty data, or a one-shot
@@ -411,7 +413,7 @@ class DataGenerator:
             empty = True
             for batch in self.__iter__(random):
                 empty = False
-                yield batch
+                yield _as_tuples(batch)
             if empty:
                 raise ValueError(
                     f"{type(self).__name__} yielded no batch in a whole epoch: data is "
@@ -473,6 +475,13 @@ class DataGenerator:
         return GeneratorDataset(self, random=random, workers=workers,
                                 use_multiprocessing=use_multiprocessing,
                                 max_queue_size=max_queue_size)
+
+
+def _as_tuples(batch):
+    """``batch`` with its lists turned into tuples, recursively (arrays left alone)."""
+    if isinstance(batch, (list, tuple)):
+        return tuple(_as_tuples(part) for part in batch)
+    return batch
 
 
 #: Lengths :func:`pad_to_bucket` pads a batch up to: a few shapes to compile, at most
