@@ -45,9 +45,9 @@ batch up to one of a few lengths, so that an XLA-compiled model compiles few sha
 
 This module owns padding and batching, in plain numpy. The adapters behind
 `to_dataset` and `to_pydataset` (`GeneratorDataset` and the `tf.data` signature
-handling) live in `bertkit.pipelines` (imported when those methods are called, since
-it builds on this module), scoring a model on a generator during training
-(`progress`, `Evaluator`) in `bertkit.callbacks`.
+handling) live in `bertkit.pipelines`, which imports nothing of this module; scoring
+a model on a generator during training (`progress`, `Evaluator`) in
+`bertkit.callbacks`.
 """
 import bisect
 import collections.abc
@@ -55,6 +55,8 @@ import math
 import numbers
 
 import numpy as np
+
+from bertkit.pipelines import GeneratorDataset, tf_dataset
 
 __all__ = ["DEFAULT_LENGTH_BUCKETS", "sequence_padding", "default_bucket_key",
            "check_positive_int", "DataGenerator", "bucket_length", "pad_to_bucket"]
@@ -460,7 +462,6 @@ class DataGenerator:
         Returns:
             A `tf.data.Dataset`, prefetched with `tf.data.AUTOTUNE`.
         """
-        from bertkit.pipelines import tf_dataset  # lazily: bertkit.pipelines imports this module
         return tf_dataset(self, types=types, shapes=shapes, names=names,
                           padded_batch=padded_batch, random=random, repeat=repeat)
 
@@ -471,7 +472,6 @@ class DataGenerator:
         Example: `model.fit(gen.to_pydataset(workers=2, use_multiprocessing=True),
         epochs=3)`; no `steps_per_epoch` is needed.
         """
-        from bertkit.pipelines import GeneratorDataset  # here: pipelines builds on this module
         return GeneratorDataset(self, random=random, workers=workers,
                                 use_multiprocessing=use_multiprocessing,
                                 max_queue_size=max_queue_size)

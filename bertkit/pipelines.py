@@ -4,8 +4,9 @@ This module owns the adapters behind `DataGenerator.to_dataset` and
 `DataGenerator.to_pydataset`, the public entry points: `tf_dataset` (a prefetching
 `tf.data.Dataset`, with the signature helpers that describe, read and check the
 yielded elements) and `GeneratorDataset` (a `keras.utils.PyDataset` building
-batches in parallel workers). It builds on `bertkit.data`, which imports it lazily
-and still provides `GeneratorDataset`.
+batches in parallel workers). It imports nothing of `bertkit.data`: the adapters
+take any object with a `DataGenerator`'s protocol (`__iter__(random)`, `steps`,
+`epoch_order`, ...), and `bertkit.data` imports them, so imports run one way.
 """
 import copy
 
@@ -13,7 +14,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bertkit.data import DataGenerator, check_positive_int
 
 __all__ = ["tf_dataset", "GeneratorDataset"]
 
@@ -151,14 +151,15 @@ class GeneratorDataset(keras.utils.PyDataset):
 
     def __init__(self, generator, random=True, workers=1, use_multiprocessing=False,
                  max_queue_size=10):
-        if not isinstance(generator, DataGenerator):
+        if not all(hasattr(generator, name) for name in ("__iter__", "steps", "epoch_order")):
             raise TypeError(f"generator must be a DataGenerator, got {type(generator).__name__}")
         if generator.steps is None:
             raise ValueError(
                 "GeneratorDataset needs a DataGenerator over data with len() (a list); "
                 "an iterable cannot be split into batches ahead of time"
             )
-        check_positive_int("workers", workers)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be an int >= 1, got {workers!r}")
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing,
                          max_queue_size=max_queue_size)
         self.generator = generator

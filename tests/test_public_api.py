@@ -43,3 +43,39 @@ def test_every_module_declares_its_public_names():
         assert isinstance(getattr(loaded, "__all__", None), list), module.name
         for name in loaded.__all__:
             assert hasattr(loaded, name), f"{module.name}.__all__ names missing {name}"
+
+
+def test_module_level_imports_run_one_way():
+    """No cycle among the package's modules at import time (a module that needs a later
+    one inside a function, as ``build_transformer_model`` needs the checkpoint readers,
+    imports it there)."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(bertkit.__file__).parent
+    graph = {}
+    for path in root.rglob("*.py"):
+        name = ".".join(path.relative_to(root.parent).with_suffix("").parts)
+        name = name[: -len(".__init__")] if name.endswith(".__init__") else name
+        edges = graph.setdefault(name, set())
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:  # top level only
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("bertkit"):
+                for alias in node.names:
+                    target = f"{node.module}.{alias.name}"
+                    edges.add(target if (root.parent / (target.replace(".", "/") + ".py")
+                                         ).exists() else node.module)
+    graph.pop("bertkit")  # the package's __init__ imports everything, by design
+    state = {}
+
+    def visit(module, trail):
+        if state.get(module) == "done" or module not in graph:
+            return
+        assert state.get(module) != "open", " -> ".join(trail + [module])
+        state[module] = "open"
+        for target in graph[module]:
+            if target != module and not module.startswith(target + "."):
+                visit(target, trail + [module])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        visit(module, [])
