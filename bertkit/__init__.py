@@ -29,6 +29,7 @@ from bertkit import _derived  # noqa: F401
 from bertkit import ema  # noqa: F401
 from bertkit import optimizers  # noqa: F401
 from bertkit import pretraining  # noqa: F401
+from bertkit import tagging  # noqa: F401
 
 # The public API, each name from the module that defines it.
 from bertkit.callbacks import AttentionImages, Evaluator, progress
@@ -50,6 +51,7 @@ from bertkit.optimizers import (Adam, extend_with_gradient_accumulation,
 from bertkit.plots import save_training_plot
 from bertkit.schedules import PiecewiseLinear, layerwise_lr_decay
 from bertkit.storage import RunDirectory, atomic_write, save_weights_atomically
+from bertkit.tagging import ConditionalRandomField
 from bertkit.tokenizers import Tokenizer, load_vocab, save_vocab
 
 __all__ = [
@@ -62,7 +64,8 @@ __all__ = [
     "Tokenizer", "load_vocab", "save_vocab", "DataGenerator", "sequence_padding",
     "pad_to_bucket",
     # heads and training
-    "TaskHead", "ClassificationHead", "Evaluator", "progress", "EMAEvaluation",
+    "TaskHead", "ClassificationHead", "ConditionalRandomField", "Evaluator", "progress",
+    "EMAEvaluation",
     "AttentionImages", "save_training_plot",
     "Adam", "fine_tuning_optimizer", "PiecewiseLinear", "layerwise_lr_decay",
     "extend_with_weight_decay", "extend_with_layer_adaptation",
