@@ -51,7 +51,8 @@ from bertkit.optimizers import (Adam, extend_with_gradient_accumulation,
 from bertkit.plots import save_training_plot
 from bertkit.schedules import PiecewiseLinear, layerwise_lr_decay
 from bertkit.storage import RunDirectory, atomic_write, save_weights_atomically
-from bertkit.tagging import ConditionalRandomField
+from bertkit.tagging import (ConditionalRandomField, EfficientGlobalPointer, GlobalPointer,
+                             global_pointer_loss)
 from bertkit.tokenizers import Tokenizer, load_vocab, save_vocab
 
 __all__ = [
@@ -64,7 +65,8 @@ __all__ = [
     "Tokenizer", "load_vocab", "save_vocab", "DataGenerator", "sequence_padding",
     "pad_to_bucket",
     # heads and training
-    "TaskHead", "ClassificationHead", "ConditionalRandomField", "Evaluator", "progress",
+    "TaskHead", "ClassificationHead", "ConditionalRandomField", "GlobalPointer",
+    "EfficientGlobalPointer", "global_pointer_loss", "Evaluator", "progress",
     "EMAEvaluation",
     "AttentionImages", "save_training_plot",
     "Adam", "fine_tuning_optimizer", "PiecewiseLinear", "layerwise_lr_decay",
