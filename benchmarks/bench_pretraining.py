@@ -5,10 +5,10 @@ the small Chinese BERT that ``examples/pretrain_mlm.py`` trains (4 layers, hidde
 vocabulary 21128, batch 32 x 128 tokens, 15% masked, no dropout), as
 ``model.fit`` runs it, in three variants:
 
-- ``bertkit``: :func:`bertkit.pretraining.build_pretraining_model` and
-  :func:`~bertkit.pretraining.compile_pretraining_model`: hidden states gathered at the
+- ``bertkit``: :func:`bertkit.tasks.pretraining.build_pretraining_model` and
+  :func:`~bertkit.tasks.pretraining.compile_pretraining_model`: hidden states gathered at the
   20 prediction slots before the tied vocabulary projection, and
-  :class:`~bertkit.pretraining.MaskedLMAccuracy`;
+  :class:`~bertkit.tasks.pretraining.MaskedLMAccuracy`;
 - ``keras-accuracy``: the same model with Keras's ``SparseCategoricalAccuracy``,
   whose ``ops.argmax`` makes five extra passes over the ``[B, P, V]`` logits;
 - ``dense``: the MLM head over all 128 positions with per-position weights, the
@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
 
-from bertkit import pretraining  # noqa: E402
+from bertkit.tasks import pretraining  # noqa: E402
 from bertkit.config import BertConfig  # noqa: E402
 from bertkit.models import build_transformer_model  # noqa: E402
 

@@ -22,14 +22,12 @@ from bertkit import data  # noqa: F401
 from bertkit import pipelines  # noqa: F401
 from bertkit import callbacks  # noqa: F401
 from bertkit import tokenizers  # noqa: F401
-from bertkit import heads  # noqa: F401
 from bertkit import schedules  # noqa: F401
 # The derived-optimizer base that both ema and optimizers build on.
 from bertkit import _derived  # noqa: F401
 from bertkit import ema  # noqa: F401
 from bertkit import optimizers  # noqa: F401
-from bertkit import pretraining  # noqa: F401
-from bertkit import tagging  # noqa: F401
+from bertkit import tasks  # noqa: F401
 
 # The public API, each name from the module that defines it.
 from bertkit.callbacks import AttentionImages, Evaluator, progress
@@ -38,7 +36,6 @@ from bertkit.checkpoints import (load_weights_from_checkpoint, save_checkpoint_d
 from bertkit.config import BertConfig
 from bertkit.data import DataGenerator, pad_to_bucket, sequence_padding
 from bertkit.ema import EMAEvaluation, extend_with_exponential_moving_average
-from bertkit.heads import ClassificationHead, TaskHead
 from bertkit.huggingface import load_weights_from_safetensors, save_weights_as_safetensors
 from bertkit.models import (Transformer, attention_model, build_transformer_model,
                             family_names, intermediate_model, register_family,
@@ -51,8 +48,10 @@ from bertkit.optimizers import (Adam, extend_with_gradient_accumulation,
 from bertkit.plots import save_training_plot
 from bertkit.schedules import PiecewiseLinear, layerwise_lr_decay
 from bertkit.storage import RunDirectory, atomic_write, save_weights_atomically
-from bertkit.tagging import (ConditionalRandomField, EfficientGlobalPointer, GlobalPointer,
-                             global_pointer_loss)
+from bertkit.tasks import (ClassificationHead, ConditionalRandomField, CRFTaggingHead,
+                           EfficientGlobalPointer, GlobalPointer, GlobalPointerHead,
+                           SoftmaxTaggingHead, TaskHead, TripleExtractor, entity_scores,
+                           global_pointer_loss, tags_to_spans)
 from bertkit.tokenizers import Tokenizer, load_vocab, save_vocab
 
 __all__ = [
@@ -65,8 +64,10 @@ __all__ = [
     "Tokenizer", "load_vocab", "save_vocab", "DataGenerator", "sequence_padding",
     "pad_to_bucket",
     # heads and training
-    "TaskHead", "ClassificationHead", "ConditionalRandomField", "GlobalPointer",
-    "EfficientGlobalPointer", "global_pointer_loss", "Evaluator", "progress",
+    "TaskHead", "ClassificationHead", "SoftmaxTaggingHead", "CRFTaggingHead",
+    "GlobalPointerHead", "ConditionalRandomField", "GlobalPointer", "EfficientGlobalPointer",
+    "global_pointer_loss", "tags_to_spans", "entity_scores", "TripleExtractor",
+    "Evaluator", "progress",
     "EMAEvaluation",
     "AttentionImages", "save_training_plot",
     "Adam", "fine_tuning_optimizer", "PiecewiseLinear", "layerwise_lr_decay",

@@ -4,9 +4,11 @@ This module owns what watches a model while it trains: `progress` (one epoch of
 batches behind a `tqdm` bar, for prediction loops), `Evaluator` (a Keras callback that
 scores a validation generator after every epoch and keeps the best weights) and
 `AttentionImages` (each head's attention on one sentence, to TensorBoard, every
-epoch). It builds on `bertkit.data`. Evaluating with the averaged weights of an EMA
-optimizer is `bertkit.ema.EMAEvaluation`.
+epoch). It builds on `bertkit.data`. `Evaluator` scores on the averaged weights when
+the optimizer keeps an exponential moving average (`bertkit.ema`), and puts the raw
+weights back before training goes on.
 """
+import contextlib
 import math
 import os
 
@@ -58,7 +60,10 @@ class Evaluator(keras.callbacks.Callback):
     The callback every bert4keras example writes by hand. The default `evaluate`
     is the accuracy of `argmax(model(x))` against integer labels (`[B]` or
     `[B, 1]`) over one pass of `generator`; override it for other scores (F1 of
-    decoded spans, exact match, ...).
+    decoded spans, exact match, ...). When the optimizer keeps a moving average of the
+    weights (`extend_with_exponential_moving_average`, `fine_tuning_optimizer(...,
+    ema_momentum=...)`), scoring and saving see the averaged weights, and the raw ones
+    come back afterwards: what is kept is what was scored.
 
     Args:
         generator: a `DataGenerator` (or iterable) yielding `(x, y)` batches.
@@ -105,6 +110,14 @@ class Evaluator(keras.callbacks.Callback):
             save_weights_atomically(self.model, self.filepath)
 
     def on_epoch_end(self, epoch, logs=None):
+        optimizer = getattr(self.model, "optimizer", None)
+        swap = optimizer.ema_weights() if hasattr(optimizer, "ema_weights") \
+            else contextlib.nullcontext()
+        with swap:  # the raw weights come back afterwards
+            self.score_epoch(epoch, logs)
+
+    def score_epoch(self, epoch, logs=None):
+        """Scores the current weights, records the score in ``logs`` and saves if best."""
         score = float(self.evaluate())
         if logs is not None:
             logs[self.name] = score

@@ -10,7 +10,6 @@ weights together with what ``--predict`` needs to a run directory
 (``bertkit.storage.RunDirectory``), and print an expected error as one line. Defining
 them once keeps their names, defaults and checks the same in every script.
 """
-import contextlib
 import os
 import sys
 
@@ -246,8 +245,9 @@ def load_run(output_dir):
 
 
 class RunEvaluator(Evaluator):
-    """Scores after each epoch (on the EMA weights when the optimizer keeps them) and
-    commits the best weights, with the run's settings, to a :class:`RunDirectory`.
+    """Scores after each epoch (on the EMA weights when the optimizer keeps them, as any
+    :class:`~bertkit.callbacks.Evaluator`) and commits the best weights, with the run's
+    settings, to a :class:`RunDirectory`.
 
     Args:
         generator, name: as for :class:`bertkit.callbacks.Evaluator`.
@@ -266,11 +266,7 @@ class RunEvaluator(Evaluator):
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch = epoch + 1
-        optimizer = self.model.optimizer
-        swap = optimizer.ema_weights() if hasattr(optimizer, "ema_weights") \
-            else contextlib.nullcontext()
-        with swap:  # the raw weights come back afterwards
-            super().on_epoch_end(epoch, logs)
+        super().on_epoch_end(epoch, logs)
 
     def save_best(self):
         files = {"weights": (WEIGHTS_FILE, weights_writer(self.model)), **self.extra_files()}

@@ -2,7 +2,7 @@
 
 Texts are packed into full sequences of ``--maxlen`` tokens and masked afresh every
 epoch (15% of the tokens: 80% ``[MASK]``, 10% random, 10% kept); the loss is computed
-on the masked positions only (``bertkit.pretraining``). The result is a Google-format
+on the masked positions only (``bertkit.tasks.pretraining``). The result is a Google-format
 directory (``bert_config.json``, ``bert_model.ckpt.*`` with the MLM head,
 ``vocab.txt``) that every example takes with ``--config/--checkpoint/--vocab``. With
 no arguments it runs for about a minute on the sample texts in ``examples/data/``.
@@ -73,7 +73,8 @@ import h5py  # noqa: E402
 import keras  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from bertkit import optimizers, pretraining  # noqa: E402
+from bertkit import optimizers  # noqa: E402
+from bertkit.tasks import pretraining  # noqa: E402
 from bertkit.checkpoints import save_checkpoint_dir  # noqa: E402
 from bertkit.config import BertConfig  # noqa: E402
 from bertkit.models import build_transformer_model, family_names, get_family  # noqa: E402

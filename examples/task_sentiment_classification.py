@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 
 from bertkit.callbacks import progress  # noqa: E402
 from bertkit.data import DataGenerator, sequence_padding  # noqa: E402
-from bertkit.heads import ClassificationHead  # noqa: E402
+from bertkit.tasks.classification import ClassificationHead  # noqa: E402
 from bertkit.models import build_transformer_model  # noqa: E402
 from bertkit.tokenizers import Tokenizer  # noqa: E402
 from common import (BadLine, RunEvaluator, add_checkpoint_arguments,  # noqa: E402

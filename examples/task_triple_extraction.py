@@ -3,7 +3,7 @@
 Data in the LIC2019 / DuIE format: one JSON object a line, ``{"text": ...,
 "spo_list": [{"subject": ..., "predicate": ..., "object": ...}, ...]}``, and a schema
 file with one ``{"predicate": ...}`` a line. The model and decoding live in
-``bertkit.extraction``. With no arguments the script runs end to end in about a minute
+``bertkit.tasks.triples``. With no arguments the script runs end to end in about a minute
 on the sample data in ``examples/data/`` and a small RANDOM checkpoint under
 ``checkpoints/demo/``, which cannot give real scores.
 
@@ -46,7 +46,7 @@ import numpy as np  # noqa: E402
 
 from bertkit.config import BertConfig  # noqa: E402
 from bertkit.data import DataGenerator, sequence_padding  # noqa: E402
-from bertkit.extraction import (TripleExtractor, object_labels, sample_subject,  # noqa: E402
+from bertkit.tasks.triples import (TripleExtractor, object_labels, sample_subject,  # noqa: E402
                                 subject_labels, token_span, triple_scores)
 from bertkit.models import build_transformer_model  # noqa: E402
 from bertkit.tokenizers import Tokenizer  # noqa: E402

@@ -90,7 +90,7 @@ def test_trains_under_bf16_with_layerwise_learning_rates(family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_pretraining_gathers_the_familys_own_mlm_head(family):
-    from bertkit.pretraining import build_pretraining_model
+    from bertkit.tasks.pretraining import build_pretraining_model
 
     keras.utils.set_random_seed(3)
     builder = build_transformer_model(config_for(family), model=family, with_mlm="linear",

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import bertkit  # noqa: F401
-from bertkit.heads import ClassificationHead, TaskHead
+from bertkit.tasks.classification import ClassificationHead, TaskHead
 from bertkit.models import build_transformer_model
 from conftest import TINY_CONFIG
 

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from bertkit import optimizers as bo
 from bertkit.checkpoints import save_weights_as_checkpoint
-from bertkit.heads import ClassificationHead
+from bertkit.tasks.classification import ClassificationHead
 from bertkit.models import build_transformer_model
 from test_models import config_file, numpy_bert, padded_batch, real_positions
 from test_optimizers import WD, run_side_by_side, tiny_model

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from bertkit import pretraining
+from bertkit.tasks import pretraining
 from bertkit.checkpoints import save_checkpoint_dir
 from bertkit.models import build_transformer_model, intermediate_model
 from conftest import TINY_CONFIG

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import bertkit  # noqa: F401
-from bertkit.tagging import ConditionalRandomField
+from bertkit.tasks.tagging import ConditionalRandomField
 
 RNG = np.random.default_rng(0)
 B, T, K = 3, 4, 3
@@ -93,7 +93,7 @@ def span_masks(logits, mask):
 
 
 def test_global_pointers_against_numpy():
-    from bertkit.tagging import EfficientGlobalPointer, GlobalPointer
+    from bertkit.tasks.tagging import EfficientGlobalPointer, GlobalPointer
 
     x = RNG.normal(size=(2, 5, 8)).astype("float32")
     mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], "float32")
@@ -122,7 +122,7 @@ def test_global_pointers_against_numpy():
 
 
 def test_multilabel_categorical_crossentropy_against_its_formula():
-    from bertkit.tagging import global_pointer_loss, multilabel_categorical_crossentropy
+    from bertkit.tasks.tagging import global_pointer_loss, multilabel_categorical_crossentropy
 
     scores = RNG.normal(size=(4, 6))
     labels = (RNG.random((4, 6)) < 0.3).astype("float32")
@@ -139,7 +139,7 @@ def test_multilabel_categorical_crossentropy_against_its_formula():
 
 
 def test_a_global_pointer_model_trains_and_round_trips(tmp_path):
-    from bertkit.tagging import EfficientGlobalPointer, global_pointer_loss
+    from bertkit.tasks.tagging import EfficientGlobalPointer, global_pointer_loss
 
     inputs, mask = keras.Input((None, 8)), keras.Input((None,))
     model = keras.Model([inputs, mask], EfficientGlobalPointer(2, 4)(inputs, padding_mask=mask))

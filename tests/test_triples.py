@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_CONFIG, assert_layer_round_trip
-from bertkit.extraction import (ObjectPointerHead, PointerLoss, SubjectPointerHead, Triple,
+from bertkit.tasks.triples import (ObjectPointerHead, PointerLoss, SubjectPointerHead, Triple,
                                 TripleExtractor, char_span, decode_objects, decode_subjects,
                                 decode_triples, object_labels, sample_subject, subject_labels,
                                 token_span, triple_scores)

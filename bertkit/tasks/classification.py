@@ -1,75 +1,15 @@
-"""Task heads: layers that turn the encoder's outputs into a task's predictions.
+"""Sentence classification: a softmax over a sentence vector of the encoder.
 
-A head is a Keras layer that receives the encoder's output (the sequence ``[B, T, H]``,
-or the pooled vector ``[B, H]`` of ``build_transformer_model(with_pool=True)``) and a
-padding mask ``[B, T]`` (1 at real tokens). :meth:`TaskHead.attach` puts a head on top
-of an encoder and returns the whole model, inputs ``[Input-Token, Input-Segment]``.
-
-Writing a new head takes a ``build`` and a ``call``:
-
->>> @keras.saving.register_keras_serializable(package='my_project')
-... class TokenTaggingHead(TaskHead):
-...     '''Per-token labels, e.g. for named entities: [B, T, H] -> [B, T, num_tags].'''
-...     def __init__(self, num_tags, **kwargs):
-...         super().__init__(**kwargs)
-...         self.num_tags = num_tags
-...     def build(self, input_shape):
-...         self.dense = keras.layers.Dense(self.num_tags, activation='softmax', dtype='float32')
-...         self.dense.build(input_shape)
-...     def call(self, inputs, padding_mask=None, training=None):
-...         return self.dense(inputs)
-...     def get_config(self):
-...         return {**super().get_config(), 'num_tags': self.num_tags}
->>> model = TokenTaggingHead(9).attach(build_transformer_model(config, checkpoint))
+>>> encoder = build_transformer_model(config, checkpoint, with_pool=True)
+>>> model = ClassificationHead(2, pooling='pooler').attach(encoder)
+>>> model.compile('adam', 'sparse_categorical_crossentropy', metrics=['accuracy'])
 """
 import keras
 from keras import ops
 
-__all__ = ["TaskHead", "masked_mean", "ClassificationHead"]
+from bertkit.tasks.base import TaskHead, masked_mean
 
-
-class TaskHead(keras.layers.Layer):
-    """Base class of task heads.
-
-    Subclasses implement ``call(self, inputs, padding_mask=None, training=None)``, where
-    ``inputs`` is the encoder's output and ``padding_mask`` is ``[B, T]`` float (1 for
-    real tokens, 0 for padding), plus ``build`` and ``get_config`` as any Keras layer.
-    """
-
-    def attach(self, encoder, name=None):
-        """Applies the head to ``encoder``'s output; returns the end-to-end Keras model.
-
-        Args:
-            encoder: a model from ``build_transformer_model`` with one output.
-            name: the new model's name (defaults to the encoder's plus the head's).
-        """
-        if isinstance(encoder.output, (list, tuple)):
-            raise ValueError(
-                f"{type(self).__name__}.attach needs an encoder with one output; "
-                f"{encoder.name!r} has {len(encoder.output)} (build it without extra heads)"
-            )
-        mask = _padding_mask(encoder)
-        outputs = self(encoder.output, padding_mask=mask)
-        return keras.Model(encoder.inputs, outputs, name=name or f"{encoder.name}_{self.name}")
-
-    def call(self, inputs, padding_mask=None, training=None):
-        raise NotImplementedError(f"{type(self).__name__} must implement call()")
-
-
-def _padding_mask(encoder):
-    try:
-        return encoder.get_layer("Attention-Mask").output
-    except ValueError:
-        token_ids = encoder.inputs[0]
-        return ops.cast(ops.not_equal(token_ids, 0), "float32")
-
-
-def masked_mean(sequence, padding_mask):
-    """Mean over the real tokens of each sequence: ``[B, T, H], [B, T] -> [B, H]``."""
-    mask = ops.cast(padding_mask, sequence.dtype)[..., None]
-    total = ops.sum(sequence * mask, axis=1)
-    count = ops.maximum(ops.sum(mask, axis=1), ops.cast(1, sequence.dtype))
-    return total / count
+__all__ = ["ClassificationHead"]
 
 
 @keras.saving.register_keras_serializable(package="bertkit")

@@ -41,8 +41,8 @@ import numpy as np
 from keras import ops
 
 from bertkit.data import sequence_padding
-from bertkit.heads import TaskHead
 from bertkit.layers import ConditionalLayerNormalization
+from bertkit.tasks.base import TaskHead
 
 __all__ = ["SubjectPointerHead", "ObjectPointerHead", "PointerLoss", "Triple",
            "TripleExtractor", "decode_subjects", "decode_objects", "char_span",
@@ -90,11 +90,12 @@ class SubjectPointerHead(TaskHead):
 
 
 @_register
-class ObjectPointerHead(keras.layers.Layer):
+class ObjectPointerHead(TaskHead):
     """Object start/end probabilities per token and predicate, given a subject.
 
-    ``head(hidden, subject_ids=ids)`` with ``hidden: [B, T, H]`` and ``ids: [B, 2]``
-    (the subject's start and end token, inclusive) returns ``[B, T, P, 2]``. The
+    ``head(hidden, ids)`` with ``hidden: [B, T, H]`` and ``ids: [B, 2]`` (the subject's
+    start and end token, inclusive; the head's condition, so ``head.attach(encoder,
+    [subject_input])`` builds the object model) returns ``[B, T, P, 2]``. The
     hidden states at the two tokens, concatenated (``[B, 2H]``), condition a layer norm
     of ``hidden`` (zero-initialised projections), then a dense layer gives ``P * 2``
     sigmoids per token.
@@ -129,7 +130,7 @@ class ObjectPointerHead(keras.layers.Layer):
         self.norm.build(inputs_shape, (inputs_shape[0], 2 * width))
         self.dense.build(inputs_shape)
 
-    def call(self, inputs, subject_ids):
+    def call(self, inputs, subject_ids, padding_mask=None, training=None):
         width = inputs.shape[-1]
         ids = ops.expand_dims(ops.cast(subject_ids, "int32"), -1)        # [B, 2, 1]
         # [B, T, H] gathered at [B, 2] -> [B, 2, H] -> [B, 2H]
@@ -138,7 +139,7 @@ class ObjectPointerHead(keras.layers.Layer):
         probs = ops.sigmoid(self.dense(x)) ** self.exponent             # [B, T, P*2]
         return ops.reshape(probs, (ops.shape(probs)[0], -1, self.num_predicates, 2))
 
-    def compute_output_shape(self, inputs_shape, subject_ids_shape=None):
+    def compute_output_shape(self, inputs_shape, subject_ids_shape=None, padding_mask_shape=None):
         return (*inputs_shape[:-1], self.num_predicates, 2)
 
     def get_config(self):

@@ -1,0 +1,27 @@
+"""Tasks: heads on the encoder's output, each task one module with its loss and decoding.
+
+Every task is a ``keras.Model`` built from an encoder by a head's
+:meth:`~bertkit.tasks.base.TaskHead.attach` (``[Input-Token, Input-Segment, *conditions]``
+in, the head's output out), and :class:`bertkit.callbacks.Evaluator` scores any of them
+after each epoch, on the moving-average weights when the optimizer keeps them.
+
+- :mod:`bertkit.tasks.base`: the :class:`TaskHead` contract;
+- :mod:`bertkit.tasks.classification`: :class:`ClassificationHead`;
+- :mod:`bertkit.tasks.tagging`: sequence labelling (softmax, CRF and GlobalPointer heads,
+  tag schemes, entity scores);
+- :mod:`bertkit.tasks.triples`: subject-predicate-object extraction;
+- :mod:`bertkit.tasks.pretraining`: masked-LM pretraining.
+"""
+from bertkit.tasks import base, classification, pretraining, tagging, triples  # noqa: F401
+from bertkit.tasks.base import TaskHead, masked_mean, padding_mask_of
+from bertkit.tasks.classification import ClassificationHead
+from bertkit.tasks.tagging import (ConditionalRandomField, CRFTaggingHead,
+                                   EfficientGlobalPointer, GlobalPointer, GlobalPointerHead,
+                                   SoftmaxTaggingHead, TaggingHead, entity_scores,
+                                   global_pointer_loss, tags_to_spans)
+from bertkit.tasks.triples import TripleExtractor
+
+__all__ = ["TaskHead", "masked_mean", "padding_mask_of", "ClassificationHead",
+           "TaggingHead", "SoftmaxTaggingHead", "CRFTaggingHead", "GlobalPointerHead",
+           "ConditionalRandomField", "GlobalPointer", "EfficientGlobalPointer",
+           "global_pointer_loss", "tags_to_spans", "entity_scores", "TripleExtractor"]

@@ -1,0 +1,559 @@
+"""Sequence labelling: tagging heads, their layers and losses, tag schemes and entity scores.
+
+Three heads share one contract (:class:`TaggingHead`): ``head.attach(encoder)`` is the
+model, ``head.loss`` its Keras loss, ``head.labels(spans, length)`` the training target of
+a sentence's entities and ``head.spans(outputs, padding_mask)`` the entities it predicts,
+all as token spans ``(start, end, type)`` with ``end`` exclusive:
+
+- :class:`SoftmaxTaggingHead`: an IOB2 tag per token, independently (the baseline);
+- :class:`CRFTaggingHead`: IOB2 tag scores under a linear-chain
+  :class:`ConditionalRandomField` (transitions, sequence log-likelihood, Viterbi);
+- :class:`GlobalPointerHead`: every span scored for every type
+  (:class:`GlobalPointer` / :class:`EfficientGlobalPointer`), so nested entities too.
+
+The CRF's loss is the negative sequence log-likelihood (the forward algorithm over padded
+batches) and its decoding the batched Viterbi path, both in Keras ops: a scan over
+positions, never a Python loop over the batch. Tags padded with -1 mark padded positions,
+so the losses need no separate mask input.
+
+:func:`tags_to_spans` reads BIO, IOB2 and BIOES tag sequences (CoNLL's lenient rule: an
+``I-`` that does not continue an entity of its type starts one), and
+:func:`entity_scores` gives exact-span precision, recall and F1, per type and
+micro-averaged.
+
+Example:
+
+>>> head = CRFTaggingHead(tag_types=['PER', 'LOC', 'ORG'], name='Tagger')
+>>> model = head.attach(build_transformer_model(config, checkpoint))
+>>> model.compile(optimizer, loss=head.loss)       # y: head.labels(spans, length), padded -1
+>>> head.spans(model.predict(x), token_ids > 0)    # [{(start, end, type), ...}, ...]
+"""
+import collections
+
+import keras
+import numpy as np
+from keras import ops
+
+from bertkit.positions import rotary_position_embedding
+from bertkit.tasks.base import TaskHead
+
+__all__ = ["ConditionalRandomField", "GlobalPointer", "EfficientGlobalPointer",
+           "multilabel_categorical_crossentropy", "global_pointer_loss", "TaggingHead",
+           "SoftmaxTaggingHead", "CRFTaggingHead", "GlobalPointerHead", "tags_to_spans",
+           "spans_to_tags", "entity_scores", "masked_tag_crossentropy"]
+
+
+@keras.saving.register_keras_serializable(package="bertkit")
+class ConditionalRandomField(keras.layers.Layer):
+    """A linear-chain CRF: transition scores between tags, on top of per-token scores.
+
+    The layer's output is its input, the emissions ``[B, T, K]`` (in float32); what it
+    adds is the ``[K, K]`` transition matrix (``transitions[i, j]`` scores tag ``j``
+    after tag ``i``), the loss and the decoding. As in bert4keras there are no separate
+    start and end scores.
+
+    Args:
+        lr_multiplier: the transitions learn this many times faster than the rest
+            (bert4keras's ``lr_multiplier``; the transitions start at zero and see one
+            gradient per sentence pair of tags, so a pretrained encoder's learning rate
+            barely moves them). Implemented by storing ``transitions / lr_multiplier``.
+    """
+
+    def __init__(self, lr_multiplier=1.0, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # log-sum-exp over paths wants float32
+        super().__init__(**kwargs)
+        if not lr_multiplier > 0:
+            raise ValueError(f"lr_multiplier must be > 0, got {lr_multiplier!r}")
+        self.lr_multiplier = float(lr_multiplier)
+
+    def build(self, input_shape):
+        tags = input_shape[-1]
+        if tags is None:
+            raise ValueError(f"{self.name}: the number of tags (last axis) must be known")
+        self.stored_transitions = self.add_weight(shape=(tags, tags), initializer="zeros",
+                                                  name="transitions")
+
+    @property
+    def transitions(self):
+        """The ``[K, K]`` transition scores."""
+        return self.stored_transitions * self.lr_multiplier
+
+    def call(self, inputs):
+        return ops.cast(inputs, "float32")
+
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor(inputs.shape, dtype="float32")
+
+    def get_config(self):
+        return {**super().get_config(), "lr_multiplier": self.lr_multiplier}
+
+    # -- scores -------------------------------------------------------------------
+
+    def path_score(self, emissions, tags, mask):
+        """The score of the tag paths ``tags`` ``[B, T]``: emissions plus transitions over
+        the unpadded positions (``mask`` ``[B, T]``, 1 at real tokens, padding last)."""
+        mask = ops.cast(mask, "float32")
+        tags = ops.cast(ops.maximum(tags, 0), "int32")
+        emitted = ops.take_along_axis(emissions, tags[..., None], axis=-1)[..., 0]
+        pairs = ops.take(ops.reshape(self.transitions, (-1,)),
+                         tags[:, :-1] * ops.shape(self.transitions)[0] + tags[:, 1:])
+        return ops.sum(emitted * mask, axis=1) + ops.sum(pairs * mask[:, 1:], axis=1)
+
+    def log_partition(self, emissions, mask):
+        """``log Z`` ``[B]``: the log-sum-exp of every path's score (forward algorithm)."""
+        mask = ops.cast(mask, "float32")
+        transitions = self.transitions
+
+        def step(alpha, inputs):
+            emission, keep = inputs                                  # [B, K], [B]
+            # [B, K, 1] + [1, K, K] -> log-sum-exp over the previous tag -> [B, K]
+            new = ops.logsumexp(alpha[:, :, None] + transitions[None], axis=1) + emission
+            alpha = ops.where(keep[:, None] > 0, new, alpha)        # padding: unchanged
+            return alpha, None
+
+        # positions first: [B, T, K] -> [T, B, K]
+        xs = (ops.transpose(emissions[:, 1:], (1, 0, 2)), ops.transpose(mask[:, 1:]))
+        alpha, _ = ops.scan(step, emissions[:, 0], xs)
+        return ops.logsumexp(alpha, axis=-1)
+
+    def loss(self, y_true, y_pred):
+        """Negative log-likelihood of the gold paths ``y_true`` ``[B, T]`` (padded with -1)
+        given the emissions ``y_pred``: ``log Z - score(gold)``, one value a sentence."""
+        y_true = ops.cast(ops.reshape(y_true, ops.shape(y_pred)[:2]), "int32")
+        mask = ops.cast(y_true >= 0, "float32")
+        emissions = ops.cast(y_pred, "float32")
+        return self.log_partition(emissions, mask) - self.path_score(emissions, y_true, mask)
+
+    def decode(self, emissions, mask=None):
+        """The best tag path of each sentence, ``[B, T]`` int32 (-1 at padding): batched
+        Viterbi with back-pointers, in Keras ops.
+
+        Args:
+            emissions: ``[B, T, K]`` tag scores (``model.predict``'s output).
+            mask: ``[B, T]``, 1 at real tokens (padding last); default: all real.
+        """
+        emissions = ops.cast(ops.convert_to_tensor(emissions), "float32")
+        if mask is None:
+            mask = ops.ones(ops.shape(emissions)[:2], "float32")
+        mask = ops.cast(ops.convert_to_tensor(mask), "float32")
+        transitions = self.transitions
+        tags = ops.shape(emissions)[-1]
+
+        def forward(score, inputs):
+            emission, keep = inputs
+            candidates = score[:, :, None] + transitions[None]          # [B, K, K]
+            best = ops.cast(ops.argmax(candidates, axis=1), "int32")     # [B, K]
+            new = ops.max(candidates, axis=1) + emission
+            stay = ops.broadcast_to(ops.arange(tags, dtype="int32")[None], ops.shape(best))
+            keep = keep[:, None] > 0
+            # As float32: Keras's TensorFlow scan stacks outputs in the inputs' dtype.
+            return ops.where(keep, new, score), ops.cast(ops.where(keep, best, stay), "float32")
+
+        xs = (ops.transpose(emissions[:, 1:], (1, 0, 2)), ops.transpose(mask[:, 1:]))
+        score, pointers = ops.scan(forward, emissions[:, 0], xs)        # pointers [T-1, B, K]
+        pointers = ops.cast(pointers, "int32")
+        last = ops.cast(ops.argmax(score, axis=-1), "int32")             # [B]
+
+        def backward(tag, pointer):
+            previous = ops.take_along_axis(pointer, tag[:, None], axis=1)[:, 0]
+            return previous, tag
+
+        first, later = ops.scan(backward, last, pointers, reverse=True)  # later [T-1, B]
+        path = ops.concatenate([first[None], later], axis=0)             # [T, B]
+        path = ops.transpose(path)
+        return ops.where(mask > 0, path, -1)
+
+
+def _span_masks(logits, mask):
+    """``logits`` ``[B, N, T, T]`` with padded rows/columns and ``end < start`` set to -1e12."""
+    mask = ops.cast(mask, logits.dtype)
+    pair = mask[:, None, :, None] * mask[:, None, None, :]              # [B, 1, T, T]
+    length = ops.shape(logits)[-1]
+    upper = ops.triu(ops.ones((length, length), logits.dtype))         # start <= end
+    return logits - (1.0 - pair * upper[None, None]) * 1e12
+
+
+@keras.saving.register_keras_serializable(package="bertkit")
+class GlobalPointer(keras.layers.Layer):
+    """GlobalPointer (Su Jianlin): every span ``(start, end)`` scored for every entity type.
+
+    ``layer(x, padding_mask=m)`` with ``x`` ``[B, T, H]`` and ``m`` ``[B, T]`` gives logits
+    ``[B, N, T, T]`` (``N`` types): a query and a key per type and position, both rotated
+    by their positions (:func:`bertkit.positions.rotary_position_embedding`, so a score
+    depends on the span's length), ``q_start . k_end / sqrt(D)``. Spans with ``end <
+    start`` or a padded end score -1e12. Train with
+    :func:`multilabel_categorical_crossentropy` (``global_pointer_loss``); a span is
+    predicted where its logit is above 0.
+
+    Args:
+        heads: the number of entity types ``N``.
+        head_size: the width ``D`` of each query and key (even).
+        kernel_initializer: of the projection.
+    """
+
+    def __init__(self, heads, head_size, kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.heads, self.head_size = heads, head_size
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.dense = keras.layers.Dense(heads * head_size * 2,
+                                        kernel_initializer=self.kernel_initializer,
+                                        dtype=self.dtype_policy)
+
+    def build(self, inputs_shape, padding_mask_shape=None):
+        self.dense.build(inputs_shape)
+
+    def call(self, inputs, padding_mask=None):
+        x = self.dense(inputs)                                            # [B, T, N*2D]
+        x = ops.reshape(x, (ops.shape(x)[0], -1, self.heads, 2 * self.head_size))
+        query, key = x[..., : self.head_size], x[..., self.head_size:]    # [B, T, N, D]
+        query, key = rotary_position_embedding(query), rotary_position_embedding(key)
+        logits = ops.einsum("bmnd,bknd->bnmk", query, key)                # [B, N, T, T]
+        logits = ops.cast(logits, "float32") / self.head_size ** 0.5
+        if padding_mask is None:
+            padding_mask = ops.ones(ops.shape(inputs)[:2], "float32")
+        return _span_masks(logits, padding_mask)
+
+    def compute_output_spec(self, inputs, padding_mask=None):
+        b, t = inputs.shape[0], inputs.shape[1]
+        return keras.KerasTensor((b, self.heads, t, t), dtype="float32")
+
+    def get_config(self):
+        return {**super().get_config(), "heads": self.heads, "head_size": self.head_size,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
+
+
+@keras.saving.register_keras_serializable(package="bertkit")
+class EfficientGlobalPointer(GlobalPointer):
+    """Efficient GlobalPointer: one query and key shared by all types, plus a per-type
+    bias of the start and of the end (far fewer parameters than :class:`GlobalPointer`).
+
+    ``logits[b, n, i, j] = q_i . k_j / sqrt(D) + (s_n(i) + e_n(j)) / 2`` with the shared
+    query and key taken as the even and odd features of one projection (rotated by
+    position), and ``s_n``, ``e_n`` from a dense layer of the projection.
+    """
+
+    def __init__(self, heads, head_size, kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(heads, head_size, kernel_initializer=kernel_initializer, **kwargs)
+        self.dense = keras.layers.Dense(head_size * 2, kernel_initializer=self.kernel_initializer,
+                                        dtype=self.dtype_policy)
+        self.bias_dense = keras.layers.Dense(heads * 2, kernel_initializer=self.kernel_initializer,
+                                             dtype=self.dtype_policy)
+
+    def build(self, inputs_shape, padding_mask_shape=None):
+        self.dense.build(inputs_shape)
+        self.bias_dense.build((*inputs_shape[:-1], self.head_size * 2))
+
+    def call(self, inputs, padding_mask=None):
+        x = self.dense(inputs)                                            # [B, T, 2D]
+        query = rotary_position_embedding(x[..., ::2])
+        key = rotary_position_embedding(x[..., 1::2])
+        logits = ops.einsum("bmd,bkd->bmk", query, key) / self.head_size ** 0.5
+        bias = ops.transpose(self.bias_dense(x), (0, 2, 1)) / 2           # [B, 2N, T]
+        logits = (ops.cast(logits, "float32")[:, None]
+                  + ops.cast(bias[:, ::2, :, None] + bias[:, 1::2, None, :], "float32"))
+        if padding_mask is None:
+            padding_mask = ops.ones(ops.shape(inputs)[:2], "float32")
+        return _span_masks(logits, padding_mask)
+
+
+def multilabel_categorical_crossentropy(y_true, y_pred):
+    """Su Jianlin's multi-label softmax loss over the last axis: ``log(1 + sum_neg e^s) +
+    log(1 + sum_pos e^-s)``, which pushes positive scores above 0 and negatives below.
+
+    Args:
+        y_true: 0/1 labels, any shape ``[..., C]``.
+        y_pred: scores (logits) of the same shape.
+
+    Returns:
+        ``[...]``, one value per row.
+    """
+    y_true = ops.cast(y_true, "float32")
+    y_pred = (1.0 - 2.0 * y_true) * ops.cast(y_pred, "float32")     # positives negated
+    negatives = y_pred - y_true * 1e12
+    positives = y_pred - (1.0 - y_true) * 1e12
+    zeros = ops.zeros_like(y_pred[..., :1])
+    return (ops.logsumexp(ops.concatenate([negatives, zeros], axis=-1), axis=-1)
+            + ops.logsumexp(ops.concatenate([positives, zeros], axis=-1), axis=-1))
+
+
+def global_pointer_loss(y_true, y_pred):
+    """:func:`multilabel_categorical_crossentropy` over every span of each type:
+    ``[B, N, T, T]`` labels and logits -> ``[B]`` (the mean over types)."""
+    shape = ops.shape(y_pred)
+    y_true = ops.reshape(y_true, (shape[0] * shape[1], -1))
+    y_pred = ops.reshape(y_pred, (shape[0] * shape[1], -1))
+    return ops.mean(ops.reshape(multilabel_categorical_crossentropy(y_true, y_pred),
+                                (shape[0], shape[1])), axis=1)
+
+
+def masked_tag_crossentropy(y_true, y_pred):
+    """Cross-entropy of tag probabilities ``[B, T, K]`` against tags ``[B, T]``, averaged
+    over each sentence's labelled positions (tags below 0, padding, are left out): ``[B]``."""
+    y_true = ops.cast(ops.reshape(y_true, ops.shape(y_pred)[:2]), "int32")
+    mask = ops.cast(y_true >= 0, "float32")
+    losses = ops.sparse_categorical_crossentropy(ops.maximum(y_true, 0),
+                                                 ops.cast(y_pred, "float32"))
+    return ops.sum(losses * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1.0)
+
+
+# -- tag schemes and scores ------------------------------------------------------------
+
+
+def tags_to_spans(tags):
+    """The entities of a tag sequence, ``[(start, end, type)]`` with ``end`` exclusive.
+
+    Reads IOB2 (``B-`` starts every entity), BIO/IOB1 (``B-`` only between two entities of
+    one type) and BIOES (``E-`` ends, ``S-`` is a one-token entity; ``M-`` is read as
+    ``I-``), with CoNLL's lenient rule: an ``I-``/``E-`` that does not continue an entity
+    of its type starts a new one, so no tag is dropped.
+
+    >>> tags_to_spans(['B-PER', 'I-PER', 'O', 'I-LOC', 'S-ORG'])
+    [(0, 2, 'PER'), (3, 4, 'LOC'), (4, 5, 'ORG')]
+    """
+    spans, start, kind = [], None, None
+    for i, tag in enumerate(list(tags) + ["O"]):
+        prefix, _, name = str(tag).partition("-")
+        if prefix in ("I", "M", "E") and start is not None and name == kind:
+            if prefix == "E":
+                spans.append((start, i + 1, kind))
+                start = kind = None
+            continue
+        if start is not None:
+            spans.append((start, i, kind))
+            start = kind = None
+        if prefix in ("B", "I", "M"):
+            start, kind = i, name
+        elif prefix in ("S", "E"):
+            spans.append((i, i + 1, name))
+    return spans
+
+
+def spans_to_tags(spans, length, scheme="IOB2"):
+    """Tags of ``length`` positions for non-overlapping ``spans`` ``[(start, end, type)]``,
+    in ``scheme`` ``'IOB2'`` or ``'BIOES'``.
+
+    Raises:
+        ValueError: spans that overlap or leave ``[0, length)``.
+    """
+    if scheme not in ("IOB2", "BIOES"):
+        raise ValueError(f"scheme must be 'IOB2' or 'BIOES', got {scheme!r}")
+    tags = ["O"] * length
+    for start, end, kind in sorted(spans):
+        if not 0 <= start < end <= length:
+            raise ValueError(f"span {(start, end, kind)} is outside 0..{length}")
+        if any(tag != "O" for tag in tags[start:end]):
+            raise ValueError(f"span {(start, end, kind)} overlaps another entity")
+        tags[start:end] = [f"I-{kind}"] * (end - start)
+        tags[start] = f"B-{kind}"
+        if scheme == "BIOES":
+            tags[end - 1] = f"E-{kind}" if end - start > 1 else f"S-{kind}"
+    return tags
+
+
+Score = collections.namedtuple("Score", "precision recall f1 predicted gold correct")
+
+
+def entity_scores(gold, predicted):
+    """Exact-span precision, recall and F1 (the CoNLL rule), per type and micro-averaged.
+
+    Args:
+        gold, predicted: one collection of ``(start, end, type)`` per sentence (the same
+            sentences, in order).
+
+    Returns:
+        ``{type: Score, ..., 'all': Score}`` (``Score``: precision, recall, f1 and the
+        counts of predicted, gold and correct entities).
+    """
+    if len(gold) != len(predicted):
+        raise ValueError(f"{len(gold)} gold sentences but {len(predicted)} predicted")
+    counts = collections.defaultdict(lambda: [0, 0, 0])  # predicted, gold, correct
+    for gold_spans, predicted_spans in zip(gold, predicted):
+        gold_spans, predicted_spans = set(gold_spans), set(predicted_spans)
+        for key, spans in ((0, predicted_spans), (1, gold_spans),
+                           (2, gold_spans & predicted_spans)):
+            for span in spans:
+                counts[span[2]][key] += 1
+                counts[None][key] += 1
+
+    def score(n_predicted, n_gold, n_correct):
+        precision = n_correct / n_predicted if n_predicted else 0.0
+        recall = n_correct / n_gold if n_gold else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        return Score(precision, recall, f1, n_predicted, n_gold, n_correct)
+
+    table = {kind: score(*counts[kind]) for kind in sorted(k for k in counts if k is not None)}
+    table["all"] = score(*counts[None])
+    return table
+
+
+# -- tagging heads ------------------------------------------------------------------------
+
+
+class TaggingHead(TaskHead):
+    """Base of the token-level heads: what a sequence-labelling script relies on.
+
+    Args:
+        tag_types: the entity types, e.g. ``['PER', 'LOC', 'ORG']``.
+        dropout_rate: dropout on the encoder's output during training.
+
+    A subclass provides ``call``, :meth:`loss`, :meth:`labels` and :meth:`spans`.
+    """
+
+    def __init__(self, tag_types, dropout_rate=0.1, **kwargs):
+        super().__init__(**kwargs)
+        tag_types = list(tag_types)
+        if not tag_types or len(set(tag_types)) != len(tag_types) \
+                or not all(isinstance(t, str) and t for t in tag_types):
+            raise ValueError(f"tag_types must be distinct non-empty names, got {tag_types!r}")
+        self.tag_types = tag_types
+        self.dropout_rate = dropout_rate
+        self.dropout = keras.layers.Dropout(dropout_rate, dtype=self.dtype_policy)
+
+    def get_config(self):
+        return {**super().get_config(), "tag_types": self.tag_types,
+                "dropout_rate": self.dropout_rate}
+
+    def loss(self, y_true, y_pred):
+        """The Keras loss of this head's output against :meth:`labels` (padded -1)."""
+        raise NotImplementedError
+
+    def labels(self, spans, length):
+        """The training target of one sentence of ``length`` tokens with entities
+        ``spans`` ``[(start, end, type name)]`` (token positions, ``end`` exclusive)."""
+        raise NotImplementedError
+
+    def spans(self, outputs, padding_mask):
+        """The predicted entities of a batch: one set of ``(start, end, type name)`` per
+        sentence, from the model's ``outputs`` and the ``[B, T]`` padding mask."""
+        raise NotImplementedError
+
+
+class _IOB2Tagging(TaggingHead):
+    """IOB2 tags over ``tag_types``: 0 is ``O``, ``1 + 2t`` is ``B-t``, ``2 + 2t`` ``I-t``."""
+
+    @property
+    def tags(self):
+        """The tag names, in the order of the output's last axis."""
+        return ["O"] + [f"{p}-{t}" for t in self.tag_types for p in ("B", "I")]
+
+    def labels(self, spans, length):
+        index = {tag: i for i, tag in enumerate(self.tags)}
+        spans = [span for span in spans if span[2] in self.tag_types]
+        return np.array([index[tag] for tag in spans_to_tags(spans, length)], dtype="int32")
+
+    def _spans_of_paths(self, paths, padding_mask):
+        names = self.tags
+        lengths = np.asarray(padding_mask).sum(axis=1).astype(int)
+        return [set(tags_to_spans([names[i] for i in path[:n]]))
+                for path, n in zip(np.asarray(paths), lengths)]
+
+    def _tag_scores(self, inputs, training):
+        return self.dense(self.dropout(inputs, training=training))
+
+    def build(self, input_shape):
+        self.dense = keras.layers.Dense(len(self.tags), dtype="float32", name="Tags")
+        self.dense.build(input_shape)
+
+
+@keras.saving.register_keras_serializable(package="bertkit")
+class SoftmaxTaggingHead(_IOB2Tagging):
+    """An IOB2 tag per token, each chosen on its own: ``[B, T, H] -> [B, T, 1 + 2N]``
+    probabilities (float32). The baseline the CRF and GlobalPointer must beat."""
+
+    def call(self, inputs, padding_mask=None, training=None):
+        return ops.softmax(self._tag_scores(inputs, training), axis=-1)
+
+    def compute_output_spec(self, inputs, padding_mask=None, training=None):
+        return keras.KerasTensor((*inputs.shape[:2], len(self.tags)), dtype="float32")
+
+    def loss(self, y_true, y_pred):
+        return masked_tag_crossentropy(y_true, y_pred)
+
+    def spans(self, outputs, padding_mask):
+        return self._spans_of_paths(np.argmax(np.asarray(outputs), axis=-1), padding_mask)
+
+
+@keras.saving.register_keras_serializable(package="bertkit")
+class CRFTaggingHead(_IOB2Tagging):
+    """IOB2 tag scores under a linear-chain CRF: ``[B, T, H] -> [B, T, 1 + 2N]`` emissions
+    (float32); :meth:`loss` is the sequence's negative log-likelihood and :meth:`spans`
+    decodes the Viterbi path.
+
+    Args:
+        lr_multiplier: of the CRF's transitions (see :class:`ConditionalRandomField`).
+    """
+
+    def __init__(self, tag_types, lr_multiplier=1.0, dropout_rate=0.1, **kwargs):
+        super().__init__(tag_types, dropout_rate=dropout_rate, **kwargs)
+        self.crf = ConditionalRandomField(lr_multiplier=lr_multiplier, name="CRF")
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.crf.build((*input_shape[:-1], len(self.tags)))
+
+    def call(self, inputs, padding_mask=None, training=None):
+        return self.crf(self._tag_scores(inputs, training))
+
+    def compute_output_spec(self, inputs, padding_mask=None, training=None):
+        return keras.KerasTensor((*inputs.shape[:2], len(self.tags)), dtype="float32")
+
+    def get_config(self):
+        return {**super().get_config(), "lr_multiplier": self.crf.lr_multiplier}
+
+    def loss(self, y_true, y_pred):
+        return self.crf.loss(y_true, y_pred)
+
+    def spans(self, outputs, padding_mask):
+        paths = self.crf.decode(outputs, padding_mask)
+        return self._spans_of_paths(ops.convert_to_numpy(paths), padding_mask)
+
+
+@keras.saving.register_keras_serializable(package="bertkit")
+class GlobalPointerHead(TaggingHead):
+    """Every span scored for every type: ``[B, T, H] -> [B, N, T, T]`` logits (float32);
+    a span is predicted where its logit is above 0, so entities may nest.
+
+    Args:
+        head_size: the width of the span queries and keys.
+        efficient: :class:`EfficientGlobalPointer` (shared query and key, per-type biases;
+            the default) or :class:`GlobalPointer` (a query and key per type).
+    """
+
+    def __init__(self, tag_types, head_size=64, efficient=True, dropout_rate=0.1, **kwargs):
+        super().__init__(tag_types, dropout_rate=dropout_rate, **kwargs)
+        self.head_size, self.efficient = head_size, efficient
+        kind = EfficientGlobalPointer if efficient else GlobalPointer
+        self.pointer = kind(len(self.tag_types), head_size, name="Pointer",
+                            dtype=self.dtype_policy)
+
+    def build(self, input_shape, padding_mask_shape=None):
+        self.pointer.build(input_shape)
+
+    def call(self, inputs, padding_mask=None, training=None):
+        return self.pointer(self.dropout(inputs, training=training), padding_mask=padding_mask)
+
+    def compute_output_spec(self, inputs, padding_mask=None, training=None):
+        t = inputs.shape[1]
+        return keras.KerasTensor((inputs.shape[0], len(self.tag_types), t, t), dtype="float32")
+
+    def get_config(self):
+        return {**super().get_config(), "head_size": self.head_size,
+                "efficient": self.efficient}
+
+    def loss(self, y_true, y_pred):
+        return global_pointer_loss(y_true, y_pred)
+
+    def labels(self, spans, length):
+        target = np.zeros((len(self.tag_types), length, length), dtype="float32")
+        index = {t: i for i, t in enumerate(self.tag_types)}
+        for start, end, kind in spans:
+            if kind in index:
+                target[index[kind], start, end - 1] = 1
+        return target
+
+    def spans(self, outputs, padding_mask):
+        outputs = np.asarray(outputs)
+        found = [set() for _ in range(len(outputs))]
+        for b, n, start, end in zip(*np.nonzero(outputs > 0)):
+            found[b].add((int(start), int(end) + 1, self.tag_types[n]))
+        return found
