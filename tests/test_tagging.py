@@ -154,3 +154,139 @@ def test_a_global_pointer_model_trains_and_round_trips(tmp_path):
     again = keras.models.load_model(str(tmp_path / "gp.keras"), compile=False)
     np.testing.assert_array_equal(again.predict([x, m], verbose=0),
                                   model.predict([x, m], verbose=0))
+
+
+# -- tag schemes, scores and the tagging heads -------------------------------------------
+
+
+def test_tags_to_spans_reads_iob2_bio_and_bioes():
+    from bertkit.tasks.tagging import tags_to_spans
+
+    # IOB2, an entity at the very end
+    assert tags_to_spans(["B-PER", "I-PER", "O", "B-LOC"]) == [(0, 2, "PER"), (3, 4, "LOC")]
+    # an I- without a B- starts an entity (CoNLL's rule); so does an I- of another type
+    assert tags_to_spans(["O", "I-ORG", "I-ORG", "I-LOC"]) == [(1, 3, "ORG"), (3, 4, "LOC")]
+    # adjacent entities of one type: B- separates them (IOB2 and IOB1 alike)
+    assert tags_to_spans(["B-PER", "B-PER", "I-PER"]) == [(0, 1, "PER"), (1, 3, "PER")]
+    assert tags_to_spans(["I-PER", "I-PER", "B-PER"]) == [(0, 2, "PER"), (2, 3, "PER")]
+    # BIOES: E- closes, S- is one token, an E- alone is one token, M- continues
+    assert tags_to_spans(["B-LOC", "M-LOC", "E-LOC", "S-PER", "E-ORG", "O"]) == [
+        (0, 3, "LOC"), (3, 4, "PER"), (4, 5, "ORG")]
+    assert tags_to_spans(["B-LOC", "E-LOC", "E-LOC"]) == [(0, 2, "LOC"), (2, 3, "LOC")]
+    assert tags_to_spans([]) == [] and tags_to_spans(["O", "O"]) == []
+
+
+def test_spans_to_tags_round_trips_and_refuses_overlaps():
+    from bertkit.tasks.tagging import spans_to_tags, tags_to_spans
+
+    spans = [(0, 1, "PER"), (1, 4, "LOC"), (6, 7, "ORG")]
+    for scheme in ("IOB2", "BIOES"):
+        tags = spans_to_tags(spans, 7, scheme)
+        assert tags_to_spans(tags) == spans
+    assert spans_to_tags(spans, 7, "BIOES")[:4] == ["S-PER", "B-LOC", "I-LOC", "E-LOC"]
+    with pytest.raises(ValueError, match="overlaps"):
+        spans_to_tags([(0, 2, "PER"), (1, 3, "LOC")], 4)
+    with pytest.raises(ValueError, match="outside"):
+        spans_to_tags([(2, 5, "PER")], 4)
+
+
+def test_entity_scores_count_exact_spans_per_type_and_micro():
+    from bertkit.tasks.tagging import entity_scores
+
+    gold = [{(0, 2, "PER"), (3, 5, "LOC")}, {(1, 2, "ORG")}, set()]
+    predicted = [{(0, 2, "PER"), (3, 4, "LOC")}, {(1, 2, "ORG"), (4, 6, "PER")}, {(0, 1, "LOC")}]
+    scores = entity_scores(gold, predicted)
+    # PER: 1 of 2 predicted right, 1 of 1 gold found; LOC: 0 of 2, 0 of 1; ORG 1/1, 1/1
+    assert scores["PER"][:3] == (0.5, 1.0, pytest.approx(2 / 3))
+    assert scores["LOC"][:3] == (0.0, 0.0, 0.0)
+    assert scores["ORG"].f1 == 1.0
+    assert (scores["all"].predicted, scores["all"].gold, scores["all"].correct) == (5, 3, 2)
+    assert scores["all"].precision == pytest.approx(0.4)
+    assert scores["all"].recall == pytest.approx(2 / 3)
+    assert scores["all"].f1 == pytest.approx(2 * 0.4 * (2 / 3) / (0.4 + 2 / 3))
+    with pytest.raises(ValueError, match="2 gold sentences but 1 predicted"):
+        entity_scores(gold[:2], predicted[:1])
+
+
+def test_masked_tag_crossentropy_against_numpy():
+    from bertkit.tasks.tagging import masked_tag_crossentropy
+
+    probs = RNG.dirichlet(np.ones(K), size=(B, T)).astype("float32")
+    tags = np.array([[0, 2, 1, 1], [1, 0, -1, -1], [2, -1, -1, -1]])
+    expected = [np.mean([-np.log(probs[b, t, tags[b, t]]) for t in range(T) if tags[b, t] >= 0])
+                for b in range(B)]
+    got = keras.ops.convert_to_numpy(masked_tag_crossentropy(tags, probs))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def tiny_encoder():
+    from bertkit.models import build_transformer_model
+
+    return build_transformer_model(vocab_size=30, hidden_size=16, num_hidden_layers=1,
+                                   num_attention_heads=2, intermediate_size=32)
+
+
+@pytest.mark.parametrize("kind", ["softmax", "crf", "globalpointer"])
+def test_tagging_heads_label_decode_train_and_round_trip(kind, tmp_path):
+    from bertkit.data import DataGenerator, sequence_padding
+    from bertkit.tasks.tagging import CRFTaggingHead, GlobalPointerHead, SoftmaxTaggingHead
+
+    types = ["PER", "LOC"]
+    head = {"softmax": SoftmaxTaggingHead(types, name="Tagger"),
+            "crf": CRFTaggingHead(types, lr_multiplier=10, name="Tagger"),
+            "globalpointer": GlobalPointerHead(types, head_size=8, name="Tagger")}[kind]
+    model = head.attach(tiny_encoder())
+    spans = [[(1, 3, "PER"), (4, 5, "LOC")], [(2, 3, "LOC")], [(1, 2, "PER")]]
+    lengths = [7, 5, 3]
+    labels = [head.labels(s, n) for s, n in zip(spans, lengths)]
+    # The labels read back as the same entities through the head's own decoding.
+    if kind == "globalpointer":
+        padded = np.zeros((3, 2, 7, 7), "float32")
+        for b, y in enumerate(labels):
+            padded[b, :, :lengths[b], :lengths[b]] = y
+        outputs = padded * 2 - 1  # logits above 0 exactly at the gold spans
+    else:
+        assert labels[0].tolist() == [0, 1, 2, 0, 3, 0, 0]  # O B-PER I-PER O B-LOC O O
+        padded = sequence_padding(labels, value=-1)
+        outputs = np.eye(len(head.tags))[np.maximum(padded, 0)] * 5.0
+    mask = (np.arange(7)[None] < np.array(lengths)[:, None]).astype("float32")
+    decoded = outputs if kind != "crf" else head.crf.decode(outputs, mask)
+    assert head.spans(decoded, mask) == [set(s) for s in spans]
+
+    # Training with unknown lengths (a tf.data signature of [None, None]) lowers the loss.
+    token_ids = [np.random.default_rng(b).integers(1, 30, n) for b, n in enumerate(lengths)]
+    items = list(zip(token_ids, labels))
+
+    class Batches(DataGenerator):
+        def __iter__(self, random=False):
+            ids = sequence_padding([i for i, _ in items])
+            y = padded if kind == "globalpointer" else sequence_padding(
+                [y for _, y in items], value=-1)
+            yield (ids, np.zeros_like(ids)), y
+
+    gp = kind == "globalpointer"
+    label_spec = ("float32", [None, 2, None, None]) if gp else ("int32", [None, None])
+    dataset = Batches(items, batch_size=3).to_dataset(
+        (("int32", "int32"), label_spec[0]), (([None, None], [None, None]), label_spec[1]))
+    model.compile(keras.optimizers.Adam(1e-2), loss=head.loss)
+    history = model.fit(dataset, steps_per_epoch=1, epochs=15, verbose=0, shuffle=False)
+    assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
+
+    # The decoder model (Viterbi in the graph for the CRF) agrees with eager decoding.
+    ids = sequence_padding(token_ids)
+    x = [ids, np.zeros_like(ids)]
+    outputs = model.predict_on_batch(x)
+    predicted = head.spans(head.decoder(model).predict_on_batch(x), ids > 0)
+    assert predicted == head.spans(outputs if kind != "crf" else outputs, ids > 0)
+    model.save(str(tmp_path / "tagger.keras"))
+    again = keras.models.load_model(str(tmp_path / "tagger.keras"), compile=False)
+    np.testing.assert_allclose(again.predict_on_batch(x), outputs, atol=1e-6)
+    assert again.get_layer("Tagger").get_config() == head.get_config()
+
+
+def test_tagging_heads_refuse_bad_types():
+    from bertkit.tasks.tagging import SoftmaxTaggingHead
+
+    for bad in ([], ["PER", "PER"], ["PER", ""]):
+        with pytest.raises(ValueError, match="tag_types"):
+            SoftmaxTaggingHead(bad)

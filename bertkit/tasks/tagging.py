@@ -2,8 +2,9 @@
 
 Three heads share one contract (:class:`TaggingHead`): ``head.attach(encoder)`` is the
 model, ``head.loss`` its Keras loss, ``head.labels(spans, length)`` the training target of
-a sentence's entities and ``head.spans(outputs, padding_mask)`` the entities it predicts,
-all as token spans ``(start, end, type)`` with ``end`` exclusive:
+a sentence's entities, ``head.decoder(model)`` the model that predicts what
+``head.spans(decoded, padding_mask)`` turns into entities, all as token spans ``(start,
+end, type)`` with ``end`` exclusive:
 
 - :class:`SoftmaxTaggingHead`: an IOB2 tag per token, independently (the baseline);
 - :class:`CRFTaggingHead`: IOB2 tag scores under a linear-chain
@@ -26,7 +27,8 @@ Example:
 >>> head = CRFTaggingHead(tag_types=['PER', 'LOC', 'ORG'], name='Tagger')
 >>> model = head.attach(build_transformer_model(config, checkpoint))
 >>> model.compile(optimizer, loss=head.loss)       # y: head.labels(spans, length), padded -1
->>> head.spans(model.predict(x), token_ids > 0)    # [{(start, end, type), ...}, ...]
+>>> decoded = head.decoder(model).predict(x)       # Viterbi paths, in the graph
+>>> head.spans(decoded, token_ids > 0)             # [{(start, end, type), ...}, ...]
 """
 import collections
 
@@ -35,7 +37,7 @@ import numpy as np
 from keras import ops
 
 from bertkit.positions import rotary_position_embedding
-from bertkit.tasks.base import TaskHead
+from bertkit.tasks.base import TaskHead, padding_mask_of
 
 __all__ = ["ConditionalRandomField", "GlobalPointer", "EfficientGlobalPointer",
            "multilabel_categorical_crossentropy", "global_pointer_loss", "TaggingHead",
@@ -105,15 +107,13 @@ class ConditionalRandomField(keras.layers.Layer):
         transitions = self.transitions
 
         def step(alpha, inputs):
-            emission, keep = inputs                                  # [B, K], [B]
+            emission, keep = inputs[:, :-1], inputs[:, -1:]          # [B, K], [B, 1]
             # [B, K, 1] + [1, K, K] -> log-sum-exp over the previous tag -> [B, K]
             new = ops.logsumexp(alpha[:, :, None] + transitions[None], axis=1) + emission
-            alpha = ops.where(keep[:, None] > 0, new, alpha)        # padding: unchanged
-            return alpha, None
+            alpha = ops.where(keep > 0, new, alpha)                  # padding: unchanged
+            return alpha, alpha  # TensorFlow's scan needs a per-step output (unused)
 
-        # positions first: [B, T, K] -> [T, B, K]
-        xs = (ops.transpose(emissions[:, 1:], (1, 0, 2)), ops.transpose(mask[:, 1:]))
-        alpha, _ = ops.scan(step, emissions[:, 0], xs)
+        alpha, _ = ops.scan(step, emissions[:, 0], _positions_first(emissions, mask))
         return ops.logsumexp(alpha, axis=-1)
 
     def loss(self, y_true, y_pred):
@@ -140,7 +140,7 @@ class ConditionalRandomField(keras.layers.Layer):
         tags = ops.shape(emissions)[-1]
 
         def forward(score, inputs):
-            emission, keep = inputs
+            emission, keep = inputs[:, :-1], inputs[:, -1]
             candidates = score[:, :, None] + transitions[None]          # [B, K, K]
             best = ops.cast(ops.argmax(candidates, axis=1), "int32")     # [B, K]
             new = ops.max(candidates, axis=1) + emission
@@ -149,8 +149,8 @@ class ConditionalRandomField(keras.layers.Layer):
             # As float32: Keras's TensorFlow scan stacks outputs in the inputs' dtype.
             return ops.where(keep, new, score), ops.cast(ops.where(keep, best, stay), "float32")
 
-        xs = (ops.transpose(emissions[:, 1:], (1, 0, 2)), ops.transpose(mask[:, 1:]))
-        score, pointers = ops.scan(forward, emissions[:, 0], xs)        # pointers [T-1, B, K]
+        score, pointers = ops.scan(forward, emissions[:, 0],
+                                   _positions_first(emissions, mask))  # pointers [T-1, B, K]
         pointers = ops.cast(pointers, "int32")
         last = ops.cast(ops.argmax(score, axis=-1), "int32")             # [B]
 
@@ -162,6 +162,13 @@ class ConditionalRandomField(keras.layers.Layer):
         path = ops.concatenate([first[None], later], axis=0)             # [T, B]
         path = ops.transpose(path)
         return ops.where(mask > 0, path, -1)
+
+
+def _positions_first(emissions, mask):
+    """Positions 1.. of the emissions and the mask as one ``[T-1, B, K+1]`` tensor to scan
+    over (one tensor: Keras's TensorFlow scan fails on several with an unknown length)."""
+    packed = ops.concatenate([emissions[:, 1:], mask[:, 1:, None]], axis=-1)
+    return ops.transpose(packed, (1, 0, 2))
 
 
 def _span_masks(logits, mask):
@@ -396,7 +403,8 @@ class TaggingHead(TaskHead):
         tag_types: the entity types, e.g. ``['PER', 'LOC', 'ORG']``.
         dropout_rate: dropout on the encoder's output during training.
 
-    A subclass provides ``call``, :meth:`loss`, :meth:`labels` and :meth:`spans`.
+    A subclass provides ``call``, :meth:`loss`, :meth:`labels` and :meth:`spans` (and
+    :meth:`decoder` when decoding is more than reading the output).
     """
 
     def __init__(self, tag_types, dropout_rate=0.1, **kwargs):
@@ -422,9 +430,14 @@ class TaggingHead(TaskHead):
         ``spans`` ``[(start, end, type name)]`` (token positions, ``end`` exclusive)."""
         raise NotImplementedError
 
-    def spans(self, outputs, padding_mask):
+    def decoder(self, model):
+        """The model whose output :meth:`spans` reads, given the model ``attach`` built
+        (here ``model`` itself)."""
+        return model
+
+    def spans(self, decoded, padding_mask):
         """The predicted entities of a batch: one set of ``(start, end, type name)`` per
-        sentence, from the model's ``outputs`` and the ``[B, T]`` padding mask."""
+        sentence, from :meth:`decoder`'s output and the ``[B, T]`` padding mask."""
         raise NotImplementedError
 
 
@@ -503,9 +516,40 @@ class CRFTaggingHead(_IOB2Tagging):
     def loss(self, y_true, y_pred):
         return self.crf.loss(y_true, y_pred)
 
-    def spans(self, outputs, padding_mask):
-        paths = self.crf.decode(outputs, padding_mask)
-        return self._spans_of_paths(ops.convert_to_numpy(paths), padding_mask)
+    def decoder(self, model):
+        """``model`` with the Viterbi paths ``[B, T]`` (int32, -1 at padding) as output:
+        decoding runs in the same compiled graph as the encoder, not op by op."""
+        cached = getattr(self, "_decoder_of", (None, None))
+        if cached[0] is not model:
+            paths = _ViterbiDecoding(self.crf, name="Viterbi")(model.output,
+                                                                padding_mask_of(model))
+            cached = (model, keras.Model(model.inputs, paths, name=f"{model.name}_viterbi"))
+            # Not layer state: a built layer must not track new sub-models.
+            object.__setattr__(self, "_decoder_of", cached)
+        return cached[1]
+
+    def spans(self, decoded, padding_mask):
+        """Entities of Viterbi paths (:meth:`decoder`'s output; emissions are decoded
+        here first, eagerly)."""
+        decoded = np.asarray(decoded)
+        if decoded.ndim == 3:
+            decoded = ops.convert_to_numpy(self.crf.decode(decoded, padding_mask))
+        return self._spans_of_paths(decoded, padding_mask)
+
+
+class _ViterbiDecoding(keras.layers.Layer):
+    """A CRF's :meth:`~ConditionalRandomField.decode` as a layer, so a functional model
+    can end in it (a prediction model only: it holds the CRF, it is not saved)."""
+
+    def __init__(self, crf, **kwargs):
+        super().__init__(**kwargs)
+        self.crf = crf
+
+    def call(self, emissions, padding_mask):
+        return self.crf.decode(emissions, padding_mask)
+
+    def compute_output_spec(self, emissions, padding_mask):
+        return keras.KerasTensor(emissions.shape[:2], dtype="int32")
 
 
 @keras.saving.register_keras_serializable(package="bertkit")
@@ -526,8 +570,8 @@ class GlobalPointerHead(TaggingHead):
         self.pointer = kind(len(self.tag_types), head_size, name="Pointer",
                             dtype=self.dtype_policy)
 
-    def build(self, input_shape, padding_mask_shape=None):
-        self.pointer.build(input_shape)
+    def build(self, inputs_shape, padding_mask_shape=None):
+        self.pointer.build(inputs_shape)
 
     def call(self, inputs, padding_mask=None, training=None):
         return self.pointer(self.dropout(inputs, training=training), padding_mask=padding_mask)

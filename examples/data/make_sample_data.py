@@ -91,6 +91,59 @@ def triple_example(rng):
     return {"text": "，".join(clauses) + "。", "spo_list": facts}
 
 
+SURNAMES = ["王", "李", "张", "刘", "陈", "杨", "赵", "黄", "周", "吴", "徐", "孙", "马", "朱"]
+GIVEN_NAMES = ["伟", "芳", "娜", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "涛",
+               "明", "超", "秀英", "建华", "志强", "晓东", "海燕", "国庆"]
+PLACES = ["北京", "上海", "广州", "深圳", "天津", "重庆", "南京", "杭州", "武汉", "成都", "西安",
+          "长沙", "沈阳", "青岛", "厦门", "昆明", "新疆", "西藏", "黄河", "长江", "日本", "法国",
+          "巴西", "埃及", "莫斯科", "伦敦"]
+ORGANISATIONS = ["国务院", "外交部", "新华社", "人民日报社", "中国科学院", "北京大学", "清华大学",
+                 "联合国", "世界银行", "中央电视台", "全国人大常委会", "国家统计局", "中国银行",
+                 "红十字会"]
+NER_TEMPLATES = [
+    "{PER}昨天在{LOC}会见了{ORG}代表团。",
+    "{ORG}负责人{PER}说，{LOC}的经济今年增长很快。",
+    "据{ORG}报道，{PER}将于下月访问{LOC}。",
+    "{PER}和{PER}一起参观了{LOC}的工厂。",
+    "来自{LOC}的{PER}加入了{ORG}。",
+    "{LOC}和{LOC}之间的铁路已经通车。",
+    "{ORG}今天发布了{LOC}地区的统计数据。",
+    "记者从{ORG}获悉，{PER}当选为新一届主席。",
+    "今天{LOC}天气晴朗，气温回升。",
+    "{PER}在{ORG}工作了二十年，今年退休回到{LOC}。",
+]
+
+
+def ner_sentence(rng):
+    """One sentence in the CoNLL layout: ``char<TAB>tag`` lines (IOB2)."""
+    template = rng.choice(NER_TEMPLATES)
+    lines, i = [], 0
+    while i < len(template):
+        if template[i] == "{":
+            kind = template[i + 1:template.index("}", i)]
+            i = template.index("}", i) + 1
+            name = {"PER": lambda: rng.choice(SURNAMES) + rng.choice(GIVEN_NAMES),
+                    "LOC": lambda: rng.choice(PLACES),
+                    "ORG": lambda: rng.choice(ORGANISATIONS)}[kind]()
+            lines += [f"{c}\t{'B' if k == 0 else 'I'}-{kind}" for k, c in enumerate(name)]
+        else:
+            lines.append(f"{template[i]}\tO")
+            i += 1
+    return lines + [""]
+
+
+def ner_files(directory, seed=20261206, train=400, valid=100):
+    """Writes ``ner.train.txt`` and ``ner.valid.txt`` (CoNLL layout, IOB2) into
+    ``directory``; returns their paths."""
+    rng = random.Random(seed)
+    paths = []
+    for name, count in (("train", train), ("valid", valid)):
+        path = os.path.join(directory, f"ner.{name}.txt")
+        write(path, [line for _ in range(count) for line in ner_sentence(rng)])
+        paths.append(path)
+    return paths
+
+
 def write(path, lines):
     write_lines_atomically(path, lines)
 
@@ -108,6 +161,7 @@ def main():
     write(os.path.join(HERE, "spo.schema.json"),
           [json.dumps({"subject_type": "植物", "predicate": p, "object_type": p},
                       ensure_ascii=False) for p in predicates])
+    ner_files(HERE)
 
 
 if __name__ == "__main__":
