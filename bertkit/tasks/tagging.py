@@ -31,6 +31,7 @@ Example:
 >>> head.spans(decoded, token_ids > 0)             # [{(start, end, type), ...}, ...]
 """
 import collections
+import types
 
 import keras
 import numpy as np
@@ -519,14 +520,16 @@ class CRFTaggingHead(_IOB2Tagging):
     def decoder(self, model):
         """``model`` with the Viterbi paths ``[B, T]`` (int32, -1 at padding) as output:
         decoding runs in the same compiled graph as the encoder, not op by op."""
-        cached = getattr(self, "_decoder_of", (None, None))
-        if cached[0] is not model:
+        cached = getattr(self, "_decoder_cache", None)
+        if cached is None or cached.model is not model:
             paths = _ViterbiDecoding(self.crf, name="Viterbi")(model.output,
                                                                 padding_mask_of(model))
-            cached = (model, keras.Model(model.inputs, paths, name=f"{model.name}_viterbi"))
-            # Not layer state: a built layer must not track new sub-models.
-            object.__setattr__(self, "_decoder_of", cached)
-        return cached[1]
+            # A plain object, not layer state: a built layer must not track new models,
+            # and weight saving must not walk from the head into the decoder and back.
+            cached = types.SimpleNamespace(model=model, decoder=keras.Model(
+                model.inputs, paths, name=f"{model.name}_viterbi"))
+            object.__setattr__(self, "_decoder_cache", cached)
+        return cached.decoder
 
     def spans(self, decoded, padding_mask):
         """Entities of Viterbi paths (:meth:`decoder`'s output; emissions are decoded
