@@ -198,5 +198,8 @@ def test_the_sample_run_writes_its_data_and_refuses_bad_flags(demo_dir, tmp_path
         with pytest.raises(SystemExit):
             ner.main(flags)
         assert message in capsys.readouterr().err
+    assert ner.parse_args([]).epochs == ner.SAMPLE_EPOCHS  # the sample: more passes
+    assert ner.parse_args(["--train", "a", "--valid", "b"]).epochs == 8
+    assert ner.parse_args(["--epochs", "3"]).epochs == 3
     code = ner.run_cli(ner.main, ["--output-dir", str(tmp_path / "none"), "--predict", "x"])
     assert code == 2 and "train first" in capsys.readouterr().err
