@@ -6,7 +6,7 @@ with them on MSRA) becomes a lexicon entry, with the type it carries most often;
 validation sentence is scanned left to right, taking at each
 position the longest entry that starts there (and moving past it), else the next
 character. Scored as the NER example scores: exact (start, end, type) character spans,
-micro-averaged, per type (``bertkit.tasks.tagging.entity_scores``). Reads the CoNLL
+micro-averaged, per type (``bertkit.tasks.spans.entity_scores``). Reads the CoNLL
 layout through the example's reader. Pure Python; prints the table and the wall time.
 
     python benchmarks/baseline_lexicon_ner.py ../shared/data/ner_msra/msra.train.txt \\
@@ -22,7 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "examples"))
 
-from bertkit.tasks.tagging import entity_scores  # noqa: E402
+from bertkit.tasks.spans import entity_scores  # noqa: E402
 
 
 def build_lexicon(sentences, min_length=2):

@@ -278,6 +278,26 @@ class BadLine(ValueError):
     """Raised by a line parser of :func:`read_records`: what is wrong with the line."""
 
 
+def decoded_lines(path):
+    """``(number, line, problem)`` for each line of a file read as bytes: the line decoded
+    as UTF-8 (a BOM on line 1 and the newline removed) and ``problem`` None, or ``line``
+    None and what is wrong, so that one bad byte names its line and can be skipped."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                yield number, None, (f"not UTF-8 text (byte 0x{raw[error.start]:02x} at byte "
+                                     f"{error.start + 1})")
+                continue
+            yield number, (line.lstrip("\ufeff") if number == 1 else line).rstrip("\r\n"), None
+
+
+def bad_line(path, number, problem, what):
+    """The error of a bad line, naming ``path:number`` and how to skip ``what``."""
+    return ValueError(f"{path}:{number}: {problem} (use --skip-bad-lines to skip {what})")
+
+
 def read_records(path, parse_line, skip_bad_lines=False, with_line_numbers=False,
                  what="data file"):
     """The records of a one-record-a-line UTF-8 file, with errors naming file:line.
@@ -296,25 +316,21 @@ def read_records(path, parse_line, skip_bad_lines=False, with_line_numbers=False
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} not found: {path}")
     records, numbers, skipped = [], [], 0
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            try:  # line by line, so that one bad byte names its line and can be skipped
-                line = raw.decode("utf-8")
-                line = line.lstrip("\ufeff") if number == 1 else line
-                line = line.rstrip("\r\n")
-                if not line.strip():
-                    continue
-                record = parse_line(line)
-            except (UnicodeDecodeError, BadLine) as error:
-                problem = error if isinstance(error, BadLine) else (
-                    f"not UTF-8 text (byte 0x{raw[error.start]:02x} at byte {error.start + 1})")
-                if not skip_bad_lines:
-                    raise ValueError(f"{path}:{number}: {problem} (use --skip-bad-lines to "
-                                     "skip such lines)") from None
-                skipped += 1
+    for number, line, problem in decoded_lines(path):
+        if line is not None:
+            if not line.strip():
                 continue
-            records.append(record)
-            numbers.append(number)
+            try:
+                record = parse_line(line)
+            except BadLine as error:
+                problem = error
+        if problem is not None:
+            if not skip_bad_lines:
+                raise bad_line(path, number, problem, "such lines")
+            skipped += 1
+            continue
+        records.append(record)
+        numbers.append(number)
     if skipped:
         print(f"{path}: skipped {skipped} malformed line(s)")
     if not records:

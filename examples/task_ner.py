@@ -35,11 +35,12 @@ from bertkit.callbacks import progress  # noqa: E402
 from bertkit.config import BertConfig  # noqa: E402
 from bertkit.data import DataGenerator, sequence_padding  # noqa: E402
 from bertkit.models import build_transformer_model  # noqa: E402
+from bertkit.tasks.spans import entity_scores, tags_to_spans  # noqa: E402
 from bertkit.tasks.tagging import (CRFTaggingHead, GlobalPointerHead,  # noqa: E402
-                                   SoftmaxTaggingHead, entity_scores, tags_to_spans)
+                                   SoftmaxTaggingHead)
 from bertkit.tokenizers import Tokenizer  # noqa: E402
 from common import (BadLine, RunEvaluator, add_checkpoint_arguments,  # noqa: E402
-                    add_fine_tuning_arguments, add_logging_arguments, add_run_arguments,
+                    bad_line, decoded_lines, add_fine_tuning_arguments, add_logging_arguments, add_run_arguments,
                     build_optimizer, check_encoder_inputs, check_fine_tuning_arguments,
                     claim_output_dir, dtype_policy, encoder_overrides, fit_verbosity, load_run,
                     logging_callbacks, print_random_checkpoint_note, reinitialize_blocks,
@@ -175,26 +176,23 @@ def read_conll(path, skip_bad_lines=False):
         skipped += bad
         rows, bad = [], False
 
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-                line = (line.lstrip("\ufeff") if number == 1 else line).rstrip("\r\n")
-                if not line.strip() and "\t" not in line:
-                    close()
-                    continue
-                row = parse_conll_line(line)
-            except (UnicodeDecodeError, BadLine) as error:
-                problem = error if isinstance(error, BadLine) else (
-                    f"not UTF-8 text (byte 0x{raw[error.start]:02x} at byte {error.start + 1})")
-                if not skip_bad_lines:
-                    raise ValueError(f"{path}:{number}: {problem} (use --skip-bad-lines to "
-                                     "skip the sentences that hold such lines)") from None
-                bad = True
+    for number, line, problem in decoded_lines(path):
+        if line is not None:
+            if not line.strip() and "\t" not in line:
+                close()
                 continue
-            if not rows:
-                first = number
-            rows.append(row)
+            try:
+                row = parse_conll_line(line)
+            except BadLine as error:
+                problem = error
+        if problem is not None:
+            if not skip_bad_lines:
+                raise bad_line(path, number, problem, "the sentences that hold such lines")
+            bad = True
+            continue
+        if not rows:
+            first = number
+        rows.append(row)
     close()
     if skipped:
         print(f"{path}: skipped {skipped} sentence(s) with malformed lines")

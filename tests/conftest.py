@@ -7,6 +7,7 @@ tested against the format rather than against bertkit's own writer.
 """
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -169,3 +170,16 @@ def global_bf16_policy():
     keras.config.set_dtype_policy("mixed_bfloat16")
     yield
     keras.config.set_dtype_policy(previous)
+
+
+@pytest.fixture
+def demo_dir(tmp_path, monkeypatch):
+    """Points the examples' demo checkpoint at a temporary directory, and makes it tinier."""
+    sys.path.insert(0, os.path.join(REPO_ROOT, "examples"))
+    import demo
+
+    directory = str(tmp_path / "demo")
+    monkeypatch.setattr(demo, "DEMO_DIR", directory)
+    monkeypatch.setattr(demo, "DEMO_CONFIG", dict(demo.DEMO_CONFIG, hidden_size=32,
+                                                   intermediate_size=64))
+    return directory

@@ -11,18 +11,6 @@ from conftest import REPO_ROOT
 sys.path.insert(0, os.path.join(REPO_ROOT, "examples"))
 
 
-@pytest.fixture
-def demo_dir(tmp_path, monkeypatch):
-    """Points the examples' demo checkpoint at a temporary directory."""
-    import demo
-
-    directory = str(tmp_path / "demo")
-    monkeypatch.setattr(demo, "DEMO_DIR", directory)
-    monkeypatch.setattr(demo, "DEMO_CONFIG", dict(demo.DEMO_CONFIG, hidden_size=32,
-                                                   intermediate_size=64))
-    return directory
-
-
 def test_extract_features_default_and_explicit_checkpoint(demo_dir, capsys):
     import basic_extract_features
 

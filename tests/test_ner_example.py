@@ -119,17 +119,6 @@ def test_long_sentences_are_predicted_in_pieces_and_joined_back(tokenizer):
 
 
 @pytest.fixture
-def demo_dir(tmp_path, monkeypatch):
-    import demo
-
-    directory = str(tmp_path / "demo")
-    monkeypatch.setattr(demo, "DEMO_DIR", directory)
-    monkeypatch.setattr(demo, "DEMO_CONFIG", dict(demo.DEMO_CONFIG, hidden_size=32,
-                                                   intermediate_size=64))
-    return directory
-
-
-@pytest.fixture
 def tiny_ner(tmp_path):
     from make_sample_data import ner_files
 

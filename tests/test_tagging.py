@@ -160,7 +160,7 @@ def test_a_global_pointer_model_trains_and_round_trips(tmp_path):
 
 
 def test_tags_to_spans_reads_iob2_bio_and_bioes():
-    from bertkit.tasks.tagging import tags_to_spans
+    from bertkit.tasks.spans import tags_to_spans
 
     # IOB2, an entity at the very end
     assert tags_to_spans(["B-PER", "I-PER", "O", "B-LOC"]) == [(0, 2, "PER"), (3, 4, "LOC")]
@@ -177,7 +177,7 @@ def test_tags_to_spans_reads_iob2_bio_and_bioes():
 
 
 def test_spans_to_tags_round_trips_and_refuses_overlaps():
-    from bertkit.tasks.tagging import spans_to_tags, tags_to_spans
+    from bertkit.tasks.spans import spans_to_tags, tags_to_spans
 
     spans = [(0, 1, "PER"), (1, 4, "LOC"), (6, 7, "ORG")]
     for scheme in ("IOB2", "BIOES"):
@@ -191,7 +191,7 @@ def test_spans_to_tags_round_trips_and_refuses_overlaps():
 
 
 def test_entity_scores_count_exact_spans_per_type_and_micro():
-    from bertkit.tasks.tagging import entity_scores
+    from bertkit.tasks.spans import entity_scores
 
     gold = [{(0, 2, "PER"), (3, 5, "LOC")}, {(1, 2, "ORG")}, set()]
     predicted = [{(0, 2, "PER"), (3, 4, "LOC")}, {(1, 2, "ORG"), (4, 6, "PER")}, {(0, 1, "LOC")}]

@@ -7,18 +7,18 @@ after each epoch, on the moving-average weights when the optimizer keeps them.
 
 - :mod:`bertkit.tasks.base`: the :class:`TaskHead` contract;
 - :mod:`bertkit.tasks.classification`: :class:`ClassificationHead`;
-- :mod:`bertkit.tasks.tagging`: sequence labelling (softmax, CRF and GlobalPointer heads,
-  tag schemes, entity scores);
+- :mod:`bertkit.tasks.tagging`: sequence labelling (softmax, CRF and GlobalPointer heads);
+- :mod:`bertkit.tasks.spans`: tag schemes (BIO, IOB2, BIOES) and entity scores;
 - :mod:`bertkit.tasks.triples`: subject-predicate-object extraction;
 - :mod:`bertkit.tasks.pretraining`: masked-LM pretraining.
 """
-from bertkit.tasks import base, classification, pretraining, tagging, triples  # noqa: F401
+from bertkit.tasks import base, classification, pretraining, spans, tagging, triples  # noqa: F401
 from bertkit.tasks.base import TaskHead, masked_mean, padding_mask_of
 from bertkit.tasks.classification import ClassificationHead
+from bertkit.tasks.spans import entity_scores, tags_to_spans
 from bertkit.tasks.tagging import (ConditionalRandomField, CRFTaggingHead,
                                    EfficientGlobalPointer, GlobalPointer, GlobalPointerHead,
-                                   SoftmaxTaggingHead, TaggingHead, entity_scores,
-                                   global_pointer_loss, tags_to_spans)
+                                   SoftmaxTaggingHead, TaggingHead, global_pointer_loss)
 from bertkit.tasks.triples import TripleExtractor
 
 __all__ = ["TaskHead", "masked_mean", "padding_mask_of", "ClassificationHead",
