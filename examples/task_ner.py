@@ -40,11 +40,12 @@ from bertkit.tasks.tagging import (CRFTaggingHead, GlobalPointerHead,  # noqa: E
                                    SoftmaxTaggingHead)
 from bertkit.tokenizers import Tokenizer  # noqa: E402
 from common import (BadLine, RunEvaluator, add_checkpoint_arguments,  # noqa: E402
-                    bad_line, decoded_lines, add_fine_tuning_arguments, add_logging_arguments, add_run_arguments,
-                    build_optimizer, check_encoder_inputs, check_fine_tuning_arguments,
-                    claim_output_dir, dtype_policy, encoder_overrides, fit_verbosity, load_run,
+                    add_fine_tuning_arguments, add_logging_arguments, add_run_arguments,
+                    bad_line, build_optimizer, check_encoder_inputs,
+                    check_fine_tuning_arguments, claim_output_dir, decoded_lines,
+                    dtype_policy, encoder_overrides, fit_verbosity, load_run,
                     logging_callbacks, print_random_checkpoint_note, reinitialize_blocks,
-                    run_cli, save_run_plot)
+                    run_cli, save_run_plot, write_lines_atomically)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SAMPLE_TRAIN = os.path.join(HERE, "data", "ner.train.txt")
@@ -91,6 +92,9 @@ def parse_args(argv=None):
                         "weights saved in --output-dir")
     p.add_argument("--predict-file", metavar="FILE",
                    help="one text a line; print one JSON line of entities per text")
+    p.add_argument("--write-train-texts", metavar="FILE",
+                   help="write --train's sentences, one a line, to FILE and exit: a corpus "
+                        "for examples/pretrain_mlm.py with no validation text in it")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = p.parse_args(argv)
     if args.train is None and not any(a.startswith("--epochs") for a in argv):
@@ -537,8 +541,20 @@ def predict(args):
     return results
 
 
+def write_train_texts(args):
+    """Writes the training sentences' texts, one a line (atomically); returns their count."""
+    sentences = read_conll(args.train, args.skip_bad_lines)
+    write_lines_atomically(args.write_train_texts, (s.text for s in sentences))
+    print(f"{len(sentences)} training sentences written to {args.write_train_texts}")
+    return len(sentences)
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.write_train_texts:
+        if args.train is None:
+            raise ValueError("--write-train-texts needs --train (and --valid)")
+        return write_train_texts(args)
     return predict(args) if args.predict or args.predict_file else train(args)
 
 

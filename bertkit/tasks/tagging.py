@@ -13,8 +13,8 @@ end, type)`` with ``end`` exclusive:
   (:class:`GlobalPointer` / :class:`EfficientGlobalPointer`), so nested entities too.
 
 The CRF's loss is the negative sequence log-likelihood (the forward algorithm over padded
-batches) and its decoding the batched Viterbi path, both in Keras ops: a scan over
-positions, never a Python loop over the batch. Tags padded with -1 mark padded positions,
+batches, in Keras ops) and its decoding the batched Viterbi path (in TensorFlow ops, so
+that it exports to ONNX): each a scan over positions, never a Python loop over the batch. Tags padded with -1 mark padded positions,
 so the losses need no separate mask input.
 
 Tag schemes (BIO, IOB2, BIOES) and entity scores are :mod:`bertkit.tasks.spans`.
@@ -31,6 +31,7 @@ import types
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from bertkit.positions import rotary_position_embedding
@@ -124,42 +125,62 @@ class ConditionalRandomField(keras.layers.Layer):
 
     def decode(self, emissions, mask=None):
         """The best tag path of each sentence, ``[B, T]`` int32 (-1 at padding): batched
-        Viterbi with back-pointers, in Keras ops.
+        Viterbi with back-pointers, a scan over positions (never a loop over the batch).
+
+        Written with TensorFlow's ``tf.scan`` rather than ``keras.ops.scan``, so that an
+        exported decoder converts to ONNX: Keras's TensorFlow scan keeps its carry in a
+        one-element ``TensorArray`` that tf2onnx cannot convert, and tf2onnx mis-converts
+        reverse scans, so the backward pass scans reversed pointers forward.
 
         Args:
             emissions: ``[B, T, K]`` tag scores (``model.predict``'s output).
             mask: ``[B, T]``, 1 at real tokens (padding last); default: all real.
         """
-        emissions = ops.cast(ops.convert_to_tensor(emissions), "float32")
+        emissions = tf.cast(tf.convert_to_tensor(emissions), tf.float32)
         if mask is None:
-            mask = ops.ones(ops.shape(emissions)[:2], "float32")
-        mask = ops.cast(ops.convert_to_tensor(mask), "float32")
-        transitions = self.transitions
-        tags = ops.shape(emissions)[-1]
+            mask = tf.ones(tf.shape(emissions)[:2], tf.float32)
+        mask = tf.cast(tf.convert_to_tensor(mask), tf.float32)
+        transitions = tf.convert_to_tensor(self.transitions)
+        tags = tf.shape(emissions)[-1]
 
-        def forward(score, inputs):
-            emission, keep = inputs[:, :-1], inputs[:, -1]
-            candidates = score[:, :, None] + transitions[None]          # [B, K, K]
-            best = ops.cast(ops.argmax(candidates, axis=1), "int32")     # [B, K]
-            new = ops.max(candidates, axis=1) + emission
-            stay = ops.broadcast_to(ops.arange(tags, dtype="int32")[None], ops.shape(best))
-            keep = keep[:, None] > 0
-            # As float32: Keras's TensorFlow scan stacks outputs in the inputs' dtype.
-            return ops.where(keep, new, score), ops.cast(ops.where(keep, best, stay), "float32")
+        def forward(carry, inputs):
+            score, _ = carry
+            emission, keep = inputs[:, :-1], inputs[:, -1:] > 0        # [B, K], [B, 1]
+            candidates = score[:, :, None] + transitions[None]           # [B, K, K]
+            best, top = _argmax_and_max(candidates, axis=1)              # [B, K] each
+            stay = tf.broadcast_to(tf.range(tags)[None], tf.shape(best))
+            return tf.where(keep, top + emission, score), tf.where(keep, best, stay)
 
-        score, pointers = ops.scan(forward, emissions[:, 0],
-                                   _positions_first(emissions, mask))  # pointers [T-1, B, K]
-        pointers = ops.cast(pointers, "int32")
-        last = ops.cast(ops.argmax(score, axis=-1), "int32")             # [B]
+        first = emissions[:, 0]
+        scores, pointers = tf.scan(forward, _positions_first(emissions, mask),
+                                   initializer=(first, tf.zeros_like(first, tf.int32)))
+        final = tf.concat([first[None], scores], axis=0)[-1]            # [B, K]
+        last, _ = _argmax_and_max(final, axis=-1)                        # [B]
 
-        def backward(tag, pointer):
-            previous = ops.take_along_axis(pointer, tag[:, None], axis=1)[:, 0]
-            return previous, tag
+        def backward(tag, pointer):                                      # [B], [B, K]
+            return tf.gather(pointer, tag[:, None], batch_dims=1)[:, 0]
 
-        first, later = ops.scan(backward, last, pointers, reverse=True)  # later [T-1, B]
-        path = ops.concatenate([first[None], later], axis=0)             # [T, B]
-        path = ops.transpose(path)
-        return ops.where(mask > 0, path, -1)
+        # pointers[t] holds, per tag at position t + 1, the best tag at t: [T-1, B, K].
+        earlier = tf.reverse(tf.scan(backward, tf.reverse(pointers, [0]), initializer=last),
+                             [0])                                        # [T-1, B]
+        path = tf.transpose(tf.concat([earlier, last[None]], axis=0))    # [B, T]
+        return tf.where(mask > 0, path, -1)
+
+
+def _argmax_and_max(x, axis):
+    """The first index of the maximum along ``axis`` (int32) and the maximum.
+
+    Written with comparisons instead of ``argmax``, whose Keras TensorFlow form bit-casts
+    floats (to order -0.0 before 0.0): ONNX has no such ops, so the Viterbi decoder would
+    not export.
+    """
+    top = tf.reduce_max(x, axis=axis, keepdims=True)
+    size = tf.shape(x)[axis]
+    shape = [1] * len(x.shape)
+    shape[axis] = -1
+    index = tf.reshape(tf.range(size), shape)
+    first = tf.reduce_min(tf.where(x == top, index, size), axis=axis)
+    return first, tf.squeeze(top, axis=axis)
 
 
 def _positions_first(emissions, mask):
