@@ -20,7 +20,10 @@ setup(
     extras_require={
         # Pictures of a run and TensorBoard to look at --log-dir.
         "plots": ["matplotlib", "tensorboard"],
-        "test": ["pytest", "hypothesis", "matplotlib", "tensorboard"],
+        # Serving files: ONNX (tf2onnx, run by onnxruntime) and OpenVINO's IR.
+        "export": ["tf2onnx>=1.16", "onnx", "onnxruntime>=1.18", "openvino>=2024.0"],
+        "test": ["pytest", "hypothesis", "matplotlib", "tensorboard",
+                 "tf2onnx>=1.16", "onnx", "onnxruntime>=1.18", "openvino>=2024.0"],
     },
     license="Apache-2.0",
 )

@@ -29,9 +29,10 @@ import io
 import json
 import os
 import re
+import shutil
 import tempfile
 
-__all__ = ["atomic_write", "commit_file", "write_lines_atomically", "write_bytes_atomically",
+__all__ = ["atomic_write", "commit_file", "commit_directory", "write_lines_atomically", "write_bytes_atomically",
            "weights_to_bytes", "save_weights_atomically", "weights_writer", "RunDirectory",
            "RunDirectoryError", "MANIFEST_FILE"]
 
@@ -121,6 +122,34 @@ def atomic_write(path, mode="w", encoding="utf-8"):
         if clear is not None:
             raise clear from None
         raise
+
+
+def commit_directory(tmp_directory, path):
+    """Flushes the files of ``tmp_directory`` to the disk and puts the directory at
+    ``path``, replacing an earlier one.
+
+    For a directory of files written together (an export). ``tmp_directory`` must be
+    beside ``path``. A directory cannot be renamed over another, so an existing ``path``
+    is first renamed aside and removed once the new one is in place: a crash in between
+    leaves it whole under its hidden ``.old-`` name, never half-replaced.
+    """
+    for root, _, files in os.walk(tmp_directory):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_directory(root)
+    os.chmod(tmp_directory, 0o777 & ~_umask())  # mkdtemp's 0700 -> what mkdir would give
+    path = os.fspath(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    aside = None
+    if os.path.exists(path):
+        aside = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)
+        os.rmdir(aside)
+        os.replace(path, aside)
+    os.replace(tmp_directory, path)
+    _fsync_directory(parent)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def write_lines_atomically(path, lines):

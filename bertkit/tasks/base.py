@@ -60,6 +60,20 @@ class TaskHead(keras.layers.Layer):
     def call(self, inputs, *conditions, padding_mask=None, training=None):
         raise NotImplementedError(f"{type(self).__name__} must implement call()")
 
+    def serving_outputs(self, outputs, padding_mask):
+        """The named outputs of an exported model (:mod:`bertkit.export`), from this
+        head's output ``outputs`` and the ``[B, T]`` padding mask (1 at real tokens).
+
+        Written in TensorFlow ops: they become part of the serving graph (SavedModel,
+        ONNX, OpenVINO), so a server needs no Python decoding. Heads override this to add
+        what a client wants (labels, tag paths, spans); the default names the output
+        ``outputs``.
+
+        Returns:
+            A dict from output name to tensor.
+        """
+        return {"outputs": outputs}
+
 
 def padding_mask_of(encoder):
     """The encoder's padding mask ``[B, T]`` (1 at real tokens): its ``Attention-Mask``

@@ -5,6 +5,7 @@
 >>> model.compile('adam', 'sparse_categorical_crossentropy', metrics=['accuracy'])
 """
 import keras
+import tensorflow as tf
 from keras import ops
 
 from bertkit.tasks.base import TaskHead, masked_mean
@@ -73,6 +74,12 @@ class ClassificationHead(TaskHead):
 
     def compute_output_spec(self, inputs, padding_mask=None, training=None):
         return keras.KerasTensor((inputs.shape[0], self.num_classes), dtype="float32")
+
+    def serving_outputs(self, outputs, padding_mask):
+        """``probabilities`` ``[B, num_classes]`` (float32) and ``label`` ``[B]`` (int32,
+        the most probable class)."""
+        return {"probabilities": outputs,
+                "label": tf.argmax(outputs, axis=-1, output_type=tf.int32)}
 
     def get_config(self):
         config = super().get_config()

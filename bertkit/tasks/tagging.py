@@ -41,7 +41,7 @@ from bertkit.tasks.spans import spans_to_tags, tags_to_spans
 __all__ = ["ConditionalRandomField", "GlobalPointer", "EfficientGlobalPointer",
            "multilabel_categorical_crossentropy", "global_pointer_loss", "TaggingHead",
            "SoftmaxTaggingHead", "CRFTaggingHead", "GlobalPointerHead",
-           "masked_tag_crossentropy"]
+           "masked_tag_crossentropy", "iob2_span_tensor"]
 
 
 @keras.saving.register_keras_serializable(package="bertkit")
@@ -322,6 +322,37 @@ def masked_tag_crossentropy(y_true, y_pred):
     return ops.sum(losses * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1.0)
 
 
+def iob2_span_tensor(tags):
+    """The entities of IOB2 tag paths as one tensor, for a serving graph.
+
+    Args:
+        tags: ``[B, T]`` int tag indices as :class:`SoftmaxTaggingHead` and
+            :class:`CRFTaggingHead` number them (0 ``O``, ``1 + 2t`` ``B-t``, ``2 + 2t``
+            ``I-t``; -1 at padding).
+
+    Returns:
+        ``[N, 4]`` int32 rows ``(sentence, start, end, type)``, ``end`` exclusive, in
+        sentence and position order: what :func:`~bertkit.tasks.spans.tags_to_spans`
+        reads (with CoNLL's lenient rule, an ``I-t`` that continues no ``t`` entity starts
+        one), in TensorFlow ops that export to ONNX (no loop).
+    """
+    tags = tf.cast(tags, tf.int32)
+    inside = tags > 0
+    kind = tf.where(inside, (tags - 1) // 2, -1)
+    is_begin = inside & ((tags - 1) % 2 == 0)
+    before = tf.pad(kind[:, :-1], [[0, 0], [1, 0]], constant_values=-1)  # kind at t - 1
+    continues = inside & ~is_begin & tf.equal(before, kind)
+    starts = inside & ~continues
+    # An entity's last token is followed by anything but its continuation.
+    following = tf.pad(continues[:, 1:], [[0, 0], [0, 1]], constant_values=False)
+    lasts = inside & ~following
+    # Starts and last tokens alternate along each row, so the n-th start in row-major
+    # order pairs with the n-th last token.
+    first, last = tf.cast(tf.where(starts), tf.int32), tf.cast(tf.where(lasts), tf.int32)
+    return tf.stack([first[:, 0], first[:, 1], last[:, 1] + 1, tf.gather_nd(kind, first)],
+                    axis=1)
+
+
 # -- tagging heads ------------------------------------------------------------------------
 
 
@@ -369,6 +400,12 @@ class TaggingHead(TaskHead):
         sentence, from :meth:`decoder`'s output and the ``[B, T]`` padding mask."""
         raise NotImplementedError
 
+    def serving_outputs(self, outputs, padding_mask):
+        """``spans``: ``[N, 4]`` int32 rows ``(sentence, start, end, type)`` of the
+        batch's entities (token positions, ``end`` exclusive, ``type`` an index into
+        :attr:`tag_types`), sorted by sentence; a subclass adds its own outputs."""
+        raise NotImplementedError
+
 
 class _IOB2Tagging(TaggingHead):
     """IOB2 tags over ``tag_types``: 0 is ``O``, ``1 + 2t`` is ``B-t``, ``2 + 2t`` ``I-t``."""
@@ -392,6 +429,11 @@ class _IOB2Tagging(TaggingHead):
     def _tag_scores(self, inputs, training):
         return self.dense(self.dropout(inputs, training=training))
 
+    def _serving_paths(self, paths):
+        """``tags`` (the paths, -1 at padding) and their ``spans``, see
+        :meth:`TaggingHead.serving_outputs`."""
+        return {"tags": paths, "spans": iob2_span_tensor(paths)}
+
     def build(self, input_shape):
         self.dense = keras.layers.Dense(len(self.tags), dtype="float32", name="Tags")
         self.dense.build(input_shape)
@@ -413,6 +455,12 @@ class SoftmaxTaggingHead(_IOB2Tagging):
 
     def spans(self, outputs, padding_mask):
         return self._spans_of_paths(np.argmax(np.asarray(outputs), axis=-1), padding_mask)
+
+    def serving_outputs(self, outputs, padding_mask):
+        """``tags`` ``[B, T]`` (int32 tag indices into :attr:`tags`, each the most probable,
+        -1 at padding) and ``spans`` (see :meth:`TaggingHead.serving_outputs`)."""
+        best = tf.argmax(outputs, axis=-1, output_type=tf.int32)
+        return self._serving_paths(tf.where(padding_mask > 0, best, -1))
 
 
 @keras.saving.register_keras_serializable(package="bertkit")
@@ -458,6 +506,11 @@ class CRFTaggingHead(_IOB2Tagging):
                 model.inputs, paths, name=f"{model.name}_viterbi"))
             object.__setattr__(self, "_decoder_cache", cached)
         return cached.decoder
+
+    def serving_outputs(self, outputs, padding_mask):
+        """``tags`` ``[B, T]`` (the Viterbi paths as int32 indices into :attr:`tags`, -1 at
+        padding) and ``spans`` (see :meth:`TaggingHead.serving_outputs`)."""
+        return self._serving_paths(self.crf.decode(outputs, padding_mask))
 
     def spans(self, decoded, padding_mask):
         """Entities of Viterbi paths (:meth:`decoder`'s output; emissions are decoded
@@ -525,6 +578,13 @@ class GlobalPointerHead(TaggingHead):
             if kind in index:
                 target[index[kind], start, end - 1] = 1
         return target
+
+    def serving_outputs(self, outputs, padding_mask):
+        """``spans`` (see :meth:`TaggingHead.serving_outputs`): every span whose logit is
+        above 0, so entities may nest or overlap."""
+        found = tf.cast(tf.where(outputs > 0), tf.int32)      # [N, 4]: (b, type, start, end)
+        sentence, kind, start, last = tf.unstack(found, num=4, axis=1)
+        return {"spans": tf.stack([sentence, start, last + 1, kind], axis=1)}
 
     def spans(self, outputs, padding_mask):
         outputs = np.asarray(outputs)
