@@ -224,7 +224,7 @@ def _describe(function):
 
 
 def export_model(model, directory, outputs=None, formats=FORMATS, metadata=None,
-                 overwrite=False):
+                 files=None, overwrite=False):
     """Exports ``model`` for serving into ``directory`` (see the module's docstring).
 
     The files are written to a temporary directory beside ``directory`` and moved into
@@ -239,15 +239,19 @@ def export_model(model, directory, outputs=None, formats=FORMATS, metadata=None,
             to get its decoded outputs).
         formats: any of ``"saved_model"``, ``"onnx"``, ``"openvino"``.
         metadata: a JSON-serializable dict stored in ``serving.json`` (label names, tag
-            names, the vocabulary, ...).
+            names, the tokenizer's settings, ...).
+        files: ``{name: path}`` of files to copy into the export (the vocabulary, say),
+            so that the directory is all a client needs.
         overwrite: replace an earlier export in ``directory``.
 
     Returns:
         ``{format: path}`` of what was written.
 
     Raises:
-        ValueError: an unknown format, or ``directory`` exists and is not an earlier
-            export to overwrite (checked before any work).
+        ValueError: an unknown format, output names that do not fit the model, metadata
+            that is not JSON, or ``directory`` exists and is not an earlier export to
+            overwrite (all checked before any work).
+        FileNotFoundError: a file of ``files`` is missing (checked before any work).
         ImportError: a format's converter is not installed (checked before any work).
     """
     formats = list(dict.fromkeys(formats))
@@ -271,6 +275,14 @@ def export_model(model, directory, outputs=None, formats=FORMATS, metadata=None,
                 raise ImportError(f"{fmt} export needs {module}: {_EXTRA_HINT}") from error
     _named_outputs(model, outputs)  # wrong output names: fail before the work
     json.dumps(metadata or {})  # not serializable: likewise
+    files = dict(files or {})
+    for name, source in files.items():
+        if not os.path.isfile(source):
+            raise FileNotFoundError(f"file to export as {name!r} not found: {source}")
+        if name in (SERVING_FILE, "model.onnx", "saved_model", "openvino") \
+                or os.path.basename(name) != name:
+            raise ValueError(f"cannot export a file as {name!r}: a plain name other than "
+                             "the export's own files is needed")
     parent = os.path.dirname(os.path.abspath(directory))
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-", dir=parent)
@@ -285,10 +297,12 @@ def export_model(model, directory, outputs=None, formats=FORMATS, metadata=None,
             os.makedirs(os.path.join(staging, "openvino"))
             written["openvino"] = save_openvino(
                 model, os.path.join(staging, "openvino", "model.xml"), outputs)
+        for name, source in files.items():
+            shutil.copyfile(source, os.path.join(staging, name))
         inputs, named = _describe(serving_function(model, outputs))
         manifest = {"formats": {f: os.path.relpath(p, staging) for f, p in written.items()},
                     "signature": "serving_default", "inputs": inputs, "outputs": named,
-                    "metadata": metadata or {}}
+                    "files": sorted(files), "metadata": metadata or {}}
         with open(os.path.join(staging, SERVING_FILE), "w", encoding="utf-8") as f:
             json.dump(manifest, f, ensure_ascii=False, indent=2)
         commit_directory(staging, directory)

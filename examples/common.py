@@ -16,6 +16,7 @@ import sys
 from bertkit import huggingface, models, optimizers
 from bertkit.callbacks import AttentionImages, Evaluator
 from bertkit.config import BertConfig
+from bertkit.export import FORMATS, SERVING_FILE, export_model
 from bertkit.storage import RunDirectory, weights_writer, write_lines_atomically  # noqa: F401
 from bertkit.tokenizers import Tokenizer
 
@@ -220,6 +221,32 @@ def add_run_arguments(parser, default_output_dir, resume_help=None):
         parser.add_argument("--resume", action="store_true", help=resume_help)
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error")
+
+
+def add_export_arguments(parser):
+    """``--export DIR`` and ``--export-formats``: the saved run, exported for serving."""
+    parser.add_argument("--export", metavar="DIR",
+                        help="export the weights saved in --output-dir for serving into DIR "
+                             "(SavedModel, ONNX, OpenVINO, the vocabulary and serving.json) "
+                             "and exit; --overwrite replaces an earlier export")
+    parser.add_argument("--export-formats", nargs="+", choices=FORMATS, default=list(FORMATS),
+                        metavar="FORMAT", help=f"what --export writes (default: all of "
+                                               f"{' '.join(FORMATS)})")
+
+
+def export_for_serving(args, model, outputs, metadata, directory=None):
+    """Exports ``model`` to ``--export`` (or ``directory``) with the run's vocabulary and
+    tokenizer settings, and prints what was written; returns ``{format: path}``."""
+    directory = directory or args.export
+    metadata = {"vocab": "vocab.txt", "do_lower_case": args.do_lower_case,
+                "maxlen": args.maxlen, **metadata}
+    written = export_model(model, directory, outputs=outputs, formats=args.export_formats,
+                           metadata=metadata, files={"vocab.txt": args.vocab},
+                           overwrite=args.overwrite)
+    for fmt, path in written.items():
+        print(f"{fmt}: {path}")
+    print(f"inputs, outputs and labels: {os.path.join(directory, SERVING_FILE)}")
+    return written
 
 
 def claim_output_dir(args):

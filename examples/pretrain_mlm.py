@@ -12,6 +12,7 @@ no arguments it runs for about a minute on the sample texts in ``examples/data/`
         --vocab ../shared/data/vocab/chinese_vocab.txt --epochs 3 --minutes 60 \\
         --output-dir checkpoints/pretrained_zh
     python examples/pretrain_mlm.py --resume --output-dir checkpoints/pretrained_zh ...
+    python examples/pretrain_mlm.py --output-dir checkpoints/pretrained_zh --export exported/encoder
     python examples/pretrain_mlm.py --corpus new_texts.txt --init-checkpoint \\
         chinese_L-12_H-768_A-12/bert_model.ckpt --config chinese_L-12_H-768_A-12/bert_config.json \\
         --vocab chinese_L-12_H-768_A-12/vocab.txt --lr 5e-5
@@ -81,9 +82,10 @@ from bertkit.models import build_transformer_model, family_names, get_family  # 
 from bertkit.schedules import PiecewiseLinear  # noqa: E402
 from bertkit.tokenizers import Tokenizer  # noqa: E402
 from bertkit.storage import RunDirectory, write_bytes_atomically  # noqa: E402
-from common import (BadLine, add_logging_arguments, add_mixed_precision_argument,  # noqa: E402
-                    add_run_arguments, check_logging_arguments, dtype_policy, fit_verbosity,
-                    logging_callbacks, read_records, run_cli)
+from common import (BadLine, add_export_arguments, add_logging_arguments,  # noqa: E402
+                    add_mixed_precision_argument, add_run_arguments, check_logging_arguments,
+                    dtype_policy, export_for_serving, fit_verbosity, logging_callbacks,
+                    read_records, run_cli)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(HERE)
@@ -191,6 +193,7 @@ def parse_args(argv=None):
                         "line an epoch, in a file); any --verbose also shows TensorFlow's "
                         "own start-up log")
     add_logging_arguments(p, plot=False)
+    add_export_arguments(p)
     args = p.parse_args(argv)
     check_logging_arguments(p, args)
     if args.corpus is None:
@@ -593,8 +596,27 @@ def resolve_vocab(args):
         raise FileNotFoundError(f"vocab file not found: {args.vocab}")
 
 
+def export(args):
+    """Exports the encoder pretrained in ``--output-dir`` for serving, as a feature
+    extractor: ``sequence_output`` ``[B, T, H]`` (float32)."""
+    manifest = RunDirectory(args.output_dir).read()
+    paths = [os.path.join(args.output_dir, name) for name in
+             ("bert_config.json", "bert_model.ckpt.index", "vocab.txt")]
+    if manifest is None or not all(os.path.isfile(path) for path in paths):
+        raise FileNotFoundError(f"no pretrained checkpoint in {args.output_dir}: pretrain "
+                                "first (same --output-dir)")
+    settings = manifest["settings"]
+    args.vocab, args.maxlen, args.do_lower_case = paths[2], settings["maxlen"], False
+    encoder = build_transformer_model(paths[0], paths[1][:-len(".index")],
+                                      model=settings["model"])
+    return export_for_serving(args, encoder, ["sequence_output"],
+                              {"task": "features", "model": settings["model"]})
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.export:
+        return export(args)
     resolve_vocab(args)
     flags = run_flags(args)
     run, state_path = open_run(args, flags)

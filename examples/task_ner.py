@@ -16,6 +16,7 @@ give real scores; with ``--train`` the default is 8 epochs.
         --vocab ../shared/data/vocab/chinese_vocab.txt --random-model 4 256 4 1024
     python examples/task_ner.py --predict "周恩来总理在北京会见了UN代表团"
     python examples/task_ner.py --predict-file texts.txt      # JSON lines out
+    python examples/task_ner.py --export exported/ner          # SavedModel, ONNX, OpenVINO
 """
 import argparse
 import json
@@ -40,12 +41,12 @@ from bertkit.tasks.tagging import (CRFTaggingHead, GlobalPointerHead,  # noqa: E
                                    SoftmaxTaggingHead)
 from bertkit.tokenizers import Tokenizer  # noqa: E402
 from common import (BadLine, RunEvaluator, add_checkpoint_arguments,  # noqa: E402
-                    add_fine_tuning_arguments, add_logging_arguments, add_run_arguments,
-                    bad_line, build_optimizer, check_encoder_inputs,
+                    add_export_arguments, add_fine_tuning_arguments, add_logging_arguments,
+                    add_run_arguments, bad_line, build_optimizer, check_encoder_inputs,
                     check_fine_tuning_arguments, claim_output_dir, decoded_lines,
-                    dtype_policy, encoder_overrides, fit_verbosity, load_run,
-                    logging_callbacks, print_random_checkpoint_note, reinitialize_blocks,
-                    run_cli, save_run_plot, write_lines_atomically)
+                    dtype_policy, encoder_overrides, export_for_serving, fit_verbosity,
+                    load_run, logging_callbacks, print_random_checkpoint_note,
+                    reinitialize_blocks, run_cli, save_run_plot, write_lines_atomically)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SAMPLE_TRAIN = os.path.join(HERE, "data", "ner.train.txt")
@@ -92,6 +93,7 @@ def parse_args(argv=None):
                         "weights saved in --output-dir")
     p.add_argument("--predict-file", metavar="FILE",
                    help="one text a line; print one JSON line of entities per text")
+    add_export_arguments(p)
     p.add_argument("--write-train-texts", metavar="FILE",
                    help="write --train's sentences, one a line, to FILE and exit: a corpus "
                         "for examples/pretrain_mlm.py with no validation text in it")
@@ -511,20 +513,41 @@ def read_texts(path):
             raise ValueError(f"{path}: not UTF-8 text ({error.reason})") from None
 
 
-def predict(args):
-    """Prints each text's entities (type, character offsets, surface) from the saved
-    weights: readable lines for ``--predict``, JSON lines for ``--predict-file``."""
+def load_tagger(args):
+    """``(head, model, tokenizer)`` rebuilt from the run saved in ``--output-dir``, with
+    its best weights (``args`` takes the run's settings)."""
     run, weights_path = load_run(args.output_dir)
     for key in ("vocab", "model", "do_lower_case", "maxlen", "head", "head_size",
                 "crf_lr_multiplier", "dropout", "mixed_precision"):
         setattr(args, key, run[key])
     config = run["config"]
     args.config = BertConfig.from_dict(config) if isinstance(config, dict) else config
-    texts = list(args.predict or []) + (read_texts(args.predict_file)
-                                        if args.predict_file else [])
     tokenizer = Tokenizer(args.vocab, do_lower_case=args.do_lower_case)
     head, model = build_tagger(args, run["tag_types"])
     model.load_weights(weights_path)
+    return head, model, tokenizer
+
+
+def export(args):
+    """Exports the saved tagger for serving: ``spans`` (token positions, ``type`` an index
+    into ``tag_types``) and, for the CRF and softmax heads, the ``tags`` paths (Viterbi's
+    in the graph)."""
+    head, model, _ = load_tagger(args)
+    metadata = {"task": "tagging", "head": args.head, "tag_types": head.tag_types,
+                "spans": "rows (sentence, start, end, type): token positions with [CLS] at "
+                         "0, end exclusive, type indexing tag_types; longer sentences are "
+                         "cut into pieces of maxlen tokens by the client"}
+    if hasattr(head, "tags"):
+        metadata["tags"] = head.tags
+    return export_for_serving(args, model, outputs=head, metadata=metadata)
+
+
+def predict(args):
+    """Prints each text's entities (type, character offsets, surface) from the saved
+    weights: readable lines for ``--predict``, JSON lines for ``--predict-file``."""
+    head, model, tokenizer = load_tagger(args)
+    texts = list(args.predict or []) + (read_texts(args.predict_file)
+                                        if args.predict_file else [])
     encoded = [Encoded(text, tokenizer, args.maxlen - 2) for text in texts]
     found = predict_entities(head, head.decoder(model), tokenizer, encoded)
     results = []
@@ -555,6 +578,8 @@ def main(argv=None):
         if args.train is None:
             raise ValueError("--write-train-texts needs --train (and --valid)")
         return write_train_texts(args)
+    if args.export:
+        return export(args)
     return predict(args) if args.predict or args.predict_file else train(args)
 
 

@@ -11,6 +11,7 @@ checkpoint under ``checkpoints/demo/``, which cannot give real accuracy.
         --checkpoint chinese_L-12_H-768_A-12/bert_model.ckpt \\
         --vocab chinese_L-12_H-768_A-12/vocab.txt --epochs 3 --lr 2e-5
     python examples/task_sentiment_classification.py --predict "质量很好，推荐购买"
+    python examples/task_sentiment_classification.py --export exported/sentiment
 """
 import argparse
 import collections
@@ -33,9 +34,10 @@ from bertkit.tasks.classification import ClassificationHead  # noqa: E402
 from bertkit.models import build_transformer_model  # noqa: E402
 from bertkit.tokenizers import Tokenizer  # noqa: E402
 from common import (BadLine, RunEvaluator, add_checkpoint_arguments,  # noqa: E402
-                    add_fine_tuning_arguments, add_logging_arguments, add_run_arguments,
-                    build_optimizer, check_encoder_inputs, check_fine_tuning_arguments,
-                    claim_output_dir, dtype_policy, encoder_overrides, fit_verbosity, load_run,
+                    add_export_arguments, add_fine_tuning_arguments, add_logging_arguments,
+                    add_run_arguments, build_optimizer, check_encoder_inputs,
+                    check_fine_tuning_arguments, claim_output_dir, dtype_policy,
+                    encoder_overrides, export_for_serving, fit_verbosity, load_run,
                     logging_callbacks, print_random_checkpoint_note, read_records,
                     reinitialize_blocks, run_cli, save_run_plot)
 
@@ -63,6 +65,7 @@ def parse_args(argv=None):
     add_logging_arguments(p, attention=True)
     p.add_argument("--predict", nargs="+", metavar="TEXT",
                    help="classify TEXTs with the weights saved in --output-dir")
+    add_export_arguments(p)
     args = p.parse_args(argv)
     check_fine_tuning_arguments(p, args)
     if not 0 <= args.classifier_dropout < 1:
@@ -272,8 +275,9 @@ def run_settings(args, num_classes):
             "classifier_dropout": args.classifier_dropout, "num_classes": num_classes}
 
 
-def predict(args):
-    """Prints the label and its probability for each text, from the saved weights."""
+def load_classifier(args):
+    """``(model, tokenizer)`` rebuilt from the run saved in ``--output-dir``, with its best
+    weights (``args`` takes the run's settings)."""
     run, weights_path = load_run(args.output_dir)
     for key in ("config", "vocab", "model", "do_lower_case", "maxlen", "pooling"):
         setattr(args, key, run[key])
@@ -283,6 +287,20 @@ def predict(args):
     tokenizer = Tokenizer(args.vocab, do_lower_case=args.do_lower_case)
     model = build_classifier(args, run["num_classes"])
     model.load_weights(weights_path)
+    return model, tokenizer
+
+
+def export(args):
+    """Exports the saved classifier for serving (``probabilities`` and ``label``)."""
+    model, _ = load_classifier(args)
+    return export_for_serving(args, model, outputs=model.get_layer("Classifier"),
+                              metadata={"task": "classification",
+                                        "num_classes": model.output.shape[-1]})
+
+
+def predict(args):
+    """Prints the label and its probability for each text, from the saved weights."""
+    model, tokenizer = load_classifier(args)
     encoded = [tokenizer.encode(text, maxlen=args.maxlen) for text in args.predict]
     token_ids = sequence_padding([ids for ids, _ in encoded])
     segment_ids = sequence_padding([segments for _, segments in encoded])
@@ -297,6 +315,8 @@ def predict(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.export:
+        return export(args)
     return predict(args) if args.predict else train(args)
 
 

@@ -14,6 +14,7 @@ on the sample data in ``examples/data/`` and a small RANDOM checkpoint under
         --checkpoint chinese_L-12_H-768_A-12/bert_model.ckpt \\
         --vocab chinese_L-12_H-768_A-12/vocab.txt --epochs 20 --lr 2e-5
     python examples/task_triple_extraction.py --predict "银杏又名香雪，原产于云南。"
+    python examples/task_triple_extraction.py --export exported/triples  # subjects/, objects/
 
 Without a pretrained checkpoint, ``--random-model 4,256,4,1024 --vocab vocab.txt``
 trains a randomly initialised BERT of that size (layers, hidden, heads, intermediate).
@@ -51,9 +52,10 @@ from bertkit.tasks.triples import (TripleExtractor, object_labels, sample_subjec
 from bertkit.models import build_transformer_model  # noqa: E402
 from bertkit.tokenizers import Tokenizer  # noqa: E402
 from common import (BadLine, RunEvaluator, add_checkpoint_arguments,  # noqa: E402
-                    add_fine_tuning_arguments, add_logging_arguments, add_run_arguments,
-                    build_optimizer, check_encoder_inputs, check_fine_tuning_arguments,
-                    claim_output_dir, dtype_policy, encoder_overrides, fit_verbosity, load_run,
+                    add_export_arguments, add_fine_tuning_arguments, add_logging_arguments,
+                    add_run_arguments, build_optimizer, check_encoder_inputs,
+                    check_fine_tuning_arguments, claim_output_dir, dtype_policy,
+                    encoder_overrides, export_for_serving, fit_verbosity, load_run,
                     logging_callbacks, print_random_checkpoint_note, read_records,
                     reinitialize_blocks, run_cli, save_run_plot, write_lines_atomically)
 
@@ -101,6 +103,7 @@ def parse_args(argv=None):
     p.add_argument("--predict", nargs="+", metavar="TEXT",
                    help="print the triples of TEXTs as JSON, from the weights saved in "
                         "--output-dir")
+    add_export_arguments(p)
     return check_args(p, p.parse_args(argv))
 
 
@@ -480,8 +483,9 @@ def run_settings(args, predicates):
             "start_threshold": args.start_threshold, "end_threshold": args.end_threshold}
 
 
-def predict(args):
-    """Prints one JSON line of triples per text, from the saved weights."""
+def load_extractor(args):
+    """``(extractor, tokenizer)`` rebuilt from the run saved in ``--output-dir``, with its
+    best weights (``args`` takes the run's settings)."""
     run, weights_path = load_run(args.output_dir)
     for key in ("config", "vocab", "model", "do_lower_case", "maxlen", "dropout",
                 "start_threshold", "end_threshold"):
@@ -491,6 +495,33 @@ def predict(args):
     tokenizer = Tokenizer(args.vocab, do_lower_case=args.do_lower_case)
     extractor = build_extractor(args, run["predicates"])
     extractor.model.load_weights(weights_path)
+    return extractor, tokenizer
+
+
+def export(args):
+    """Exports the extractor's two steps for serving, into ``--export``'s ``subjects/``
+    (the encoder and the subject pointers, run once a text) and ``objects/`` (the object
+    pointers of one subject, from the first step's ``hidden``)."""
+    extractor, _ = load_extractor(args)
+    shared = {"task": "triples", "predicates": extractor.predicates,
+              "start_threshold": args.start_threshold, "end_threshold": args.end_threshold}
+    subjects = export_for_serving(
+        args, extractor.subject_model, ["subject_probabilities", "hidden"],
+        {**shared, "subject_probabilities": "[B, T, 2]: start and end probability per "
+                                            "token; pair each start with the nearest end"},
+        directory=os.path.join(args.export, "subjects"))
+    objects = export_for_serving(
+        args, extractor.object_model, ["object_probabilities"],
+        {**shared, "Input-Subject": "[B, 2]: the subject's start and end token, inclusive",
+         "object_probabilities": "[B, T, P, 2]: start and end probability per token and "
+                                 "predicate"},
+        directory=os.path.join(args.export, "objects"))
+    return {"subjects": subjects, "objects": objects}
+
+
+def predict(args):
+    """Prints one JSON line of triples per text, from the saved weights."""
+    extractor, tokenizer = load_extractor(args)
     truncated = sum(len(tokenizer.tokenize(t)) > args.maxlen for t in args.predict)
     if truncated:
         print(f"NOTE: {truncated} text(s) longer than maxlen={args.maxlen} tokens were "
@@ -517,6 +548,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.write_train_texts:
         return write_train_texts(args)
+    if args.export:
+        return export(args)
     return predict(args) if args.predict else train(args)
 
 

@@ -7,6 +7,7 @@ tested against the format rather than against bertkit's own writer.
 """
 import json
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -29,6 +30,55 @@ TINY_CONFIG = {
     "type_vocab_size": 2,
     "initializer_range": 0.02,
 }
+
+
+# Runs in a process where bertkit is not importable; writes each format's outputs.
+# OpenVINO runs in f32, so that the comparison is not blurred by the bf16 it picks on
+# CPUs with the units.
+READER = r"""
+import os
+import sys
+sys.modules["bertkit"] = None  # any import of bertkit now fails
+import numpy as np
+directory, inputs_file, result_file = sys.argv[1:]
+inputs = dict(np.load(inputs_file))
+results = {}
+if os.path.isdir(directory + "/saved_model"):
+    import tensorflow as tf
+    serve = tf.saved_model.load(directory + "/saved_model").signatures["serving_default"]
+    for name, value in serve(**{k: tf.constant(v) for k, v in inputs.items()}).items():
+        results["saved_model/" + name] = value.numpy()
+if os.path.isfile(directory + "/model.onnx"):
+    import onnxruntime
+    session = onnxruntime.InferenceSession(directory + "/model.onnx")
+    names = [o.name for o in session.get_outputs()]
+    for name, value in zip(names, session.run(None, inputs)):
+        results["onnx/" + name] = value
+if os.path.isfile(directory + "/openvino/model.xml"):
+    import openvino
+    compiled = openvino.Core().compile_model(directory + "/openvino/model.xml", "CPU",
+                                             {"INFERENCE_PRECISION_HINT": "f32"})
+    answer = compiled(inputs)
+    for output in compiled.outputs:
+        results["openvino/" + output.get_any_name()] = answer[output]
+np.savez(result_file, **results)
+"""
+
+
+def read_export(tmp_path, directory, inputs):
+    """``{format: {output: array}}`` as a process without bertkit reads the export."""
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    script = tmp_path / "reader.py"
+    script.write_text(READER)
+    done = subprocess.run([sys.executable, str(script), str(directory),
+                           str(tmp_path / "inputs.npz"), str(tmp_path / "results.npz")],
+                          capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = {}
+    for key, value in np.load(tmp_path / "results.npz").items():
+        fmt, name = key.split("/", 1)
+        results.setdefault(fmt, {})[name] = value
+    return results
 
 
 def shared_data_dir():

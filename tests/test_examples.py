@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, read_export
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "examples"))
 
@@ -71,6 +71,22 @@ def test_sentiment_example_trains_saves_and_predicts(demo_dir, tmp_path):
     for (text, label, prob), row in zip(predictions, expected):
         assert label == int(np.argmax(row))
         assert prob == pytest.approx(float(row.max()), abs=1e-5)
+
+    # --export: serving files from the saved weights, read where bertkit is not importable.
+    pytest.importorskip("tf2onnx", reason="the export extra is not installed")
+    exported = str(tmp_path / "exported")
+    example.main(["--output-dir", out, "--export", exported])
+    manifest = json.load(open(os.path.join(exported, "serving.json"), encoding="utf-8"))
+    assert manifest["metadata"]["maxlen"] == 16 and manifest["files"] == ["vocab.txt"]
+    assert os.path.isfile(os.path.join(exported, "vocab.txt"))
+    served = read_export(tmp_path, exported, {
+        "Input-Token": sequence_padding([e[0] for e in encoded]).astype("int32"),
+        "Input-Segment": sequence_padding([e[1] for e in encoded]).astype("int32")})
+    for fmt in ("saved_model", "onnx", "openvino"):
+        np.testing.assert_allclose(served[fmt]["probabilities"], expected, atol=1e-4)
+        np.testing.assert_array_equal(served[fmt]["label"], expected.argmax(-1))
+    with pytest.raises(ValueError, match="--overwrite"):
+        example.main(["--output-dir", out, "--export", exported])
 
 
 def test_reinit_top_blocks_flag_restarts_only_the_last_blocks(demo_dir, capsys):
@@ -228,6 +244,28 @@ def test_triple_example_trains_counts_skips_and_predicts(demo_dir, tmp_path, cap
     assert [[list(t[:3]) for t in p] for p in predicted] == \
         [[[t["subject"], t["predicate"], t["object"]] for t in r["predicted"]] for r in records]
 
+    # --export: both steps, each read back where bertkit is not importable.
+    pytest.importorskip("tf2onnx", reason="the export extra is not installed")
+    exported = str(tmp_path / "exported")
+    example.main(["--output-dir", out, "--export", exported,
+                  "--export-formats", "saved_model", "onnx"])
+    extractor, tokenizer = example.load_extractor(example.parse_args(["--output-dir", out,
+                                                                      "--predict", "x"]))
+    from bertkit.data import sequence_padding
+
+    tokens = sequence_padding([tokenizer.encode(t, maxlen=24)[0] for t in texts]).astype("int32")
+    x = {"Input-Token": tokens, "Input-Segment": np.zeros_like(tokens)}
+    subject_probs, hidden = extractor.subject_model.predict(list(x.values()), verbose=0)
+    subjects = np.array([[1, 2]] * len(texts), "int32")
+    object_probs = extractor.object_model.predict([hidden, subjects], verbose=0)
+    first = read_export(tmp_path, os.path.join(exported, "subjects"), x)
+    second = read_export(tmp_path, os.path.join(exported, "objects"),
+                         {"Input-Hidden": hidden, "Input-Subject": subjects})
+    assert sorted(first) == ["onnx", "saved_model"]
+    for fmt in ("saved_model", "onnx"):
+        np.testing.assert_allclose(first[fmt]["subject_probabilities"], subject_probs, atol=1e-4)
+        np.testing.assert_allclose(second[fmt]["object_probabilities"], object_probs, atol=1e-4)
+
 
 def test_triple_example_random_model_and_valid_split(demo_dir, tmp_path):
     import demo
@@ -362,6 +400,21 @@ def test_pretrain_example_resumes_to_the_same_weights_and_feeds_fine_tuning(demo
     result = task_triple_extraction.main([*paths, "--epochs", "1", "--maxlen", "32",
                                           "--output-dir", str(tmp_path / "spo")])
     assert 0 <= result["f1"] <= 1
+
+    # --export: the pretrained encoder as a feature extractor, read without bertkit.
+    pytest.importorskip("tf2onnx", reason="the export extra is not installed")
+    from bertkit.models import build_transformer_model
+
+    exported = str(tmp_path / "encoder")
+    pretrain_mlm.main(["--output-dir", part, "--export", exported, "--export-formats", "onnx"])
+    encoder = build_transformer_model(paths[1], paths[3])
+    tokens = np.array([[2, 9, 7, 3, 0], [2, 5, 3, 0, 0]], "int32")
+    expected = encoder.predict([tokens, np.zeros_like(tokens)], verbose=0)
+    served = read_export(tmp_path, exported, {"Input-Token": tokens,
+                                              "Input-Segment": np.zeros_like(tokens)})
+    np.testing.assert_allclose(served["onnx"]["sequence_output"], expected, atol=1e-4)
+    with pytest.raises(FileNotFoundError, match="pretrain first"):
+        pretrain_mlm.main(["--output-dir", str(tmp_path / "none"), "--export", exported])
 
 
 def test_pretrain_example_reads_corpus_formats(tmp_path):

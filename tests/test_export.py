@@ -1,9 +1,7 @@
 """Exports load where bertkit cannot be imported and give the Keras model's outputs.
 
 Each export is read back in a fresh Python process in which ``import bertkit`` fails
-(``sys.modules['bertkit'] = None``): the SavedModel with ``tf.saved_model.load``, the
-ONNX file with onnxruntime and the OpenVINO IR with OpenVINO's runtime (in f32, so that
-the comparison is not blurred by the bf16 OpenVINO picks on CPUs with the units).
+(``conftest.read_export``).
 """
 import json
 import os
@@ -13,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import TINY_CONFIG
+from conftest import TINY_CONFIG, read_export
 
 pytest.importorskip("tf2onnx", reason="the export extra is not installed")
 pytest.importorskip("onnxruntime", reason="the export extra is not installed")
@@ -29,49 +27,6 @@ from bertkit.tasks.spans import tags_to_spans  # noqa: E402
 from bertkit.tasks.tagging import (CRFTaggingHead, GlobalPointerHead,  # noqa: E402
                                    SoftmaxTaggingHead, iob2_span_tensor)
 from bertkit.tasks.triples import TripleExtractor  # noqa: E402
-
-# Runs in a process where bertkit is not importable; writes each format's outputs.
-READER = r"""
-import sys
-sys.modules["bertkit"] = None  # any import of bertkit now fails
-import numpy as np
-directory, inputs_file, result_file = sys.argv[1:]
-inputs = dict(np.load(inputs_file))
-results = {}
-import tensorflow as tf
-serve = tf.saved_model.load(directory + "/saved_model").signatures["serving_default"]
-for name, value in serve(**{k: tf.constant(v) for k, v in inputs.items()}).items():
-    results["saved_model/" + name] = value.numpy()
-import onnxruntime
-session = onnxruntime.InferenceSession(directory + "/model.onnx")
-names = [o.name for o in session.get_outputs()]
-for name, value in zip(names, session.run(None, inputs)):
-    results["onnx/" + name] = value
-import openvino
-compiled = openvino.Core().compile_model(directory + "/openvino/model.xml", "CPU",
-                                         {"INFERENCE_PRECISION_HINT": "f32"})
-answer = compiled(inputs)
-for output in compiled.outputs:
-    results["openvino/" + output.get_any_name()] = answer[output]
-np.savez(result_file, **results)
-"""
-
-
-def read_back(tmp_path, directory, inputs):
-    """``{format: {output: array}}`` as a process without bertkit reads the export."""
-    np.savez(tmp_path / "inputs.npz", **inputs)
-    script = tmp_path / "reader.py"
-    script.write_text(READER)
-    done = subprocess.run([sys.executable, str(script), str(directory),
-                           str(tmp_path / "inputs.npz"), str(tmp_path / "results.npz")],
-                          capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = {}
-    for key, value in np.load(tmp_path / "results.npz").items():
-        fmt, name = key.split("/", 1)
-        results.setdefault(fmt, {})[name] = value
-    return results
-
 
 def tiny_encoder(seed=0, **overrides):
     keras.utils.set_random_seed(seed)
@@ -106,7 +61,7 @@ def test_classifier_exports_probabilities_and_labels(tmp_path):
     assert [i["name"] for i in manifest["inputs"]] == ["Input-Token", "Input-Segment"]
     assert {i["dtype"] for i in manifest["inputs"]} == {"int32"}
     assert manifest["metadata"]["labels"] == ["neg", "neu", "pos"]
-    results = read_back(tmp_path, tmp_path / "export", batch)
+    results = read_export(tmp_path, tmp_path / "export", batch)
     for fmt, tolerance in (("saved_model", 1e-5), ("onnx", 1e-4), ("openvino", 1e-4)):
         np.testing.assert_allclose(results[fmt]["probabilities"], expected, atol=tolerance,
                                    err_msg=fmt)
@@ -125,7 +80,7 @@ def test_crf_tagger_exports_viterbi_paths_and_spans(tmp_path):
     mask = batch["Input-Token"] > 0
     expected_spans = span_rows(head.spans(paths, mask), head.tag_types)
     export_model(model, tmp_path / "export", outputs=head, metadata={"tags": head.tags})
-    results = read_back(tmp_path, tmp_path / "export", batch)
+    results = read_export(tmp_path, tmp_path / "export", batch)
     for fmt in ("saved_model", "onnx", "openvino"):
         np.testing.assert_array_equal(results[fmt]["tags"], paths, err_msg=fmt)
         got = sorted(map(tuple, results[fmt]["spans"].tolist()))
@@ -143,7 +98,7 @@ def test_global_pointer_exports_spans(tmp_path):
     expected = span_rows(head.spans(logits, batch["Input-Token"] > 0), head.tag_types)
     assert expected, "no span scored above 0: the test would prove nothing"
     export_model(model, tmp_path / "export", outputs=head)
-    results = read_back(tmp_path, tmp_path / "export", batch)
+    results = read_export(tmp_path, tmp_path / "export", batch)
     for fmt in ("saved_model", "onnx", "openvino"):
         assert sorted(map(tuple, results[fmt]["spans"].tolist())) == expected, fmt
 
@@ -158,7 +113,7 @@ def test_bf16_model_exports_float32_outputs(tmp_path, global_bf16_policy):
     assert {layer.compute_dtype for layer in twin.layers} == {"float32"}
     expected_fp32 = twin.predict(x, verbose=0)
     export_model(model, tmp_path / "export", outputs=["probabilities"])
-    results = read_back(tmp_path, tmp_path / "export", batch)
+    results = read_export(tmp_path, tmp_path / "export", batch)
     # The SavedModel is the bf16 graph itself; ONNX and OpenVINO are its float32 twin.
     np.testing.assert_allclose(results["saved_model"]["probabilities"], expected, atol=1e-5)
     for fmt in ("saved_model", "onnx", "openvino"):
@@ -178,8 +133,8 @@ def test_triple_extractor_exports_both_steps(tmp_path):
     export_model(extractor.subject_model, tmp_path / "subjects",
                  outputs=["subject_probabilities", "hidden"])
     export_model(extractor.object_model, tmp_path / "objects", outputs=["object_probabilities"])
-    first = read_back(tmp_path, tmp_path / "subjects", batch)
-    second = read_back(tmp_path, tmp_path / "objects",
+    first = read_export(tmp_path, tmp_path / "subjects", batch)
+    second = read_export(tmp_path, tmp_path / "objects",
                        {"Input-Hidden": hidden, "Input-Subject": subjects})
     for fmt, tolerance in (("saved_model", 1e-5), ("onnx", 1e-4), ("openvino", 1e-4)):
         np.testing.assert_allclose(first[fmt]["subject_probabilities"], subject_probs,

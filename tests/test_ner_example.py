@@ -7,7 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from bertkit.data import sequence_padding
+from conftest import REPO_ROOT, read_export
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "examples"))
 sys.path.insert(0, os.path.join(REPO_ROOT, "examples", "data"))
@@ -154,6 +155,28 @@ def test_each_head_trains_saves_and_predicts_offsets(head, tiny_ner, demo_dir, t
             assert entity["type"] in ("LOC", "ORG", "PER")
     lines = capsys.readouterr().out.strip().splitlines()
     assert [json.loads(line) for line in lines if line.startswith("{")] == predicted
+
+    # --export: the decoding is in the exported graph; a process without bertkit reads
+    # the same entities as the head's own decoding of the saved weights.
+    pytest.importorskip("tf2onnx", reason="the export extra is not installed")
+    exported = str(tmp_path / "exported")
+    ner.main(["--output-dir", out, "--export", exported])
+    tagger, model, tokenizer = ner.load_tagger(ner.parse_args(["--output-dir", out,
+                                                               "--predict", "x"]))
+    encoded = [tokenizer.encode(text, maxlen=12) for text in texts]
+    tokens = sequence_padding([ids for ids, _ in encoded]).astype("int32")
+    segments = np.zeros_like(tokens)
+    decoded = tagger.decoder(model).predict([tokens, segments], verbose=0)
+    expected = sorted((b, s, e, tagger.tag_types.index(k))
+                      for b, spans in enumerate(tagger.spans(decoded, tokens > 0))
+                      for s, e, k in spans)
+    served = read_export(tmp_path, exported, {"Input-Token": tokens,
+                                              "Input-Segment": segments})
+    for fmt in ("saved_model", "onnx", "openvino"):
+        assert sorted(map(tuple, served[fmt]["spans"].tolist())) == expected, fmt
+        if head != "globalpointer":
+            np.testing.assert_array_equal(served[fmt]["tags"], decoded if head == "crf"
+                                          else np.where(tokens > 0, decoded.argmax(-1), -1))
 
 
 def test_the_evaluator_scores_the_weights_it_keeps(tiny_ner, demo_dir, tmp_path):
