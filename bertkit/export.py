@@ -170,14 +170,15 @@ def save_saved_model(model, path, outputs=None):
     """Writes ``model``'s :func:`serving_function` as a SavedModel at ``path`` (a new
     directory), signature ``serving_default``; returns ``path``."""
     function = serving_function(model, outputs)
-    archive = tf.Module()
-    archive.model = model  # tracks the variables the function reads
-    if hasattr(outputs, "serving_outputs"):
-        archive.head = outputs
-    archive.serve = function
+    # Keras's archive tracks the model's variables so that TF1 loaders (TF Serving,
+    # ``saved_model_cli run``) restore them too, not only ``tf.saved_model.load``.
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    if isinstance(outputs, keras.layers.Layer):
+        archive.track(outputs)
+    archive.add_endpoint("serving_default", function)
     with _quiet_conversion():
-        tf.saved_model.save(archive, path, signatures={"serving_default":
-                                                       function.get_concrete_function()})
+        archive.write_out(path, verbose=False)
     return path
 
 

@@ -158,6 +158,14 @@ def test_saved_model_cli_lists_named_int32_inputs(tmp_path):
         block = shown.stdout.split(f"inputs['{name}']")[1].split("inputs[")[0]
         assert "dtype: DT_INT32" in block and "shape: (-1, -1)" in block
     assert "outputs['spans']" in shown.stdout and "outputs['tags']" in shown.stdout
+    # `run` loads through TF1's loader, as TF Serving does: the variables must restore.
+    ran = subprocess.run([cli, "run", "--dir", str(tmp_path / "export" / "saved_model"),
+                          "--tag_set", "serve", "--signature_def", "serving_default",
+                          "--input_exprs", "Input-Token=[[2,5,7,3]];Input-Segment=[[0,0,0,0]]"],
+                         capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    tags = ran.stdout.split("Result for output key tags:")[1].split("Result")[0]
+    assert len(tags.strip().strip("[]").split()) == 4
     assert not (tmp_path / "export" / "model.onnx").exists()
 
 
