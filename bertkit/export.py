@@ -128,19 +128,19 @@ def serving_function(model, outputs=None):
 def float32_twin(model):
     """``model`` itself when it computes in float32, else the same architecture built
     with every layer in float32 and the same weights (what ONNX and OpenVINO convert)."""
-    low = ("bfloat16", "float16")
-    if not any(layer.dtype_policy.compute_dtype in low for layer in model._flatten_layers()):
+    low = {"bfloat16", "float16", "mixed_bfloat16", "mixed_float16"}
+    if not any(layer.dtype_policy.compute_dtype in low for layer in model.layers):
         return model
 
     def float32(value):
         if isinstance(value, dict):
             if value.get("class_name") in ("DTypePolicy", "FloatDTypePolicy") \
-                    and value.get("config", {}).get("name") in ("mixed_" + d for d in low):
+                    and value.get("config", {}).get("name") in low:
                 return {**value, "config": {**value["config"], "name": "float32"}}
             return {k: float32(v) for k, v in value.items()}
         if isinstance(value, list):
             return [float32(v) for v in value]
-        return "float32" if value in ("mixed_bfloat16", "mixed_float16") else value
+        return "float32" if isinstance(value, str) and value in low else value
 
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float32")  # for sublayers that follow the global policy

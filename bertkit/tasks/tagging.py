@@ -14,8 +14,10 @@ end, type)`` with ``end`` exclusive:
 
 The CRF's loss is the negative sequence log-likelihood (the forward algorithm over padded
 batches, in Keras ops) and its decoding the batched Viterbi path (in TensorFlow ops, so
-that it exports to ONNX): each a scan over positions, never a Python loop over the batch. Tags padded with -1 mark padded positions,
-so the losses need no separate mask input.
+that it exports to ONNX): each a scan over positions, never a Python loop over the batch.
+Tags padded with -1 mark padded positions, so the losses need no separate mask input.
+Each head's ``serving_outputs`` puts its decoding (``tags``, ``spans``) in an exported
+graph (:mod:`bertkit.export`).
 
 Tag schemes (BIO, IOB2, BIOES) and entity scores are :mod:`bertkit.tasks.spans`.
 
