@@ -130,8 +130,9 @@ def commit_directory(tmp_directory, path):
 
     For a directory of files written together (an export). ``tmp_directory`` must be
     beside ``path``. A directory cannot be renamed over another, so an existing ``path``
-    is first renamed aside and removed once the new one is in place: a crash in between
-    leaves it whole under its hidden ``.old-`` name, never half-replaced.
+    is first renamed aside and removed once the new one is in place: a failed rename puts
+    it back, and a kill in between leaves it whole under its hidden ``.old-`` name, never
+    half-replaced.
     """
     for root, _, files in os.walk(tmp_directory):
         for name in files:
@@ -146,7 +147,12 @@ def commit_directory(tmp_directory, path):
         aside = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)
         os.rmdir(aside)
         os.replace(path, aside)
-    os.replace(tmp_directory, path)
+    try:
+        os.replace(tmp_directory, path)
+    except BaseException:
+        if aside is not None:  # put the previous one back
+            os.replace(aside, path)
+        raise
     _fsync_directory(parent)
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)

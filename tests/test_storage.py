@@ -254,3 +254,32 @@ def test_real_full_file_system(tmp_path):
         assert sorted(os.listdir(run.path)) == ["best.1.weights.h5", "run.json"]
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_commit_directory_replaces_a_directory_whole(tmp_path, monkeypatch):
+    target = tmp_path / "export"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    staged = tmp_path / ".export.tmp-1"
+    (staged / "sub").mkdir(parents=True)
+    (staged / "sub" / "new.txt").write_text("new")
+    storage.commit_directory(str(staged), str(target))
+    assert sorted(os.listdir(tmp_path)) == ["export"]
+    assert (target / "sub" / "new.txt").read_text() == "new"
+    assert not (target / "old.txt").exists()
+    assert oct(os.stat(target).st_mode & 0o777) != oct(0o700)  # not mkdtemp's private mode
+
+    # A failed rename puts the previous directory back.
+    staged = tmp_path / ".export.tmp-2"
+    staged.mkdir()
+    real_replace = os.replace
+
+    def crash_on_second(source, destination):
+        if str(source) == str(staged):
+            raise OSError(errno.EIO, "simulated crash")
+        return real_replace(source, destination)
+    monkeypatch.setattr(storage.os, "replace", crash_on_second)
+    with pytest.raises(OSError, match="simulated crash"):
+        storage.commit_directory(str(staged), str(target))
+    assert sorted(os.listdir(tmp_path)) == [".export.tmp-2", "export"]
+    assert (target / "sub" / "new.txt").read_text() == "new"
