@@ -215,3 +215,15 @@ def test_the_sample_run_writes_its_data_and_refuses_bad_flags(demo_dir, tmp_path
     assert ner.parse_args(["--epochs", "3"]).epochs == 3
     code = ner.run_cli(ner.main, ["--output-dir", str(tmp_path / "none"), "--predict", "x"])
     assert code == 2 and "train first" in capsys.readouterr().err
+
+
+def test_write_train_texts_gives_the_training_sentences_only(tiny_ner, tmp_path):
+    train, valid = tiny_ner
+    out = str(tmp_path / "texts.txt")
+    count = ner.main(["--train", train, "--valid", valid, "--write-train-texts", out])
+    with open(out, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    expected = [s.text for s in ner.read_conll(train)]
+    assert count == len(lines) == len(expected) == 48 and lines == expected
+    with pytest.raises(ValueError, match="needs --train"):
+        ner.main(["--write-train-texts", out])
