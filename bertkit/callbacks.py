@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from bertkit import layers as bk_layers
 from bertkit.data import DataGenerator
+from bertkit.distribute import predict_on_batch
 from bertkit.models import attention_model
 from bertkit.storage import save_weights_atomically
 
@@ -60,7 +61,9 @@ class Evaluator(keras.callbacks.Callback):
     The callback every bert4keras example writes by hand. The default `evaluate`
     is the accuracy of `argmax(model(x))` against integer labels (`[B]` or
     `[B, 1]`) over one pass of `generator`; override it for other scores (F1 of
-    decoded spans, exact match, ...). When the optimizer keeps a moving average of the
+    decoded spans, exact match, ...), predicting with
+    `bertkit.distribute.predict_on_batch(model, x)`, which scores whole batches under
+    a distribution strategy too. When the optimizer keeps a moving average of the
     weights (`extend_with_exponential_moving_average`, `fine_tuning_optimizer(...,
     ema_momentum=...)`), scoring and saving see the averaged weights, and the raw ones
     come back afterwards: what is kept is what was scored.
@@ -96,7 +99,7 @@ class Evaluator(keras.callbacks.Callback):
         right = total = 0
         for x, y in progress(self.generator, desc=self.name,
                              disable=None if self.verbose else True):
-            pred = np.argmax(np.asarray(self.model.predict_on_batch(x)), axis=-1)
+            pred = np.argmax(np.asarray(predict_on_batch(self.model, x)), axis=-1)
             y = np.asarray(y).reshape(pred.shape)
             right += int((pred == y).sum())
             total += y.size

@@ -50,6 +50,7 @@ a model on a generator during training (`progress`, `Evaluator`) in
 `bertkit.callbacks`.
 """
 import bisect
+import contextlib
 import collections.abc
 import math
 import numbers
@@ -243,12 +244,18 @@ class DataGenerator:
         bucket_key: function from an item to its length; by default
             `default_bucket_key` (`len` of the item's first field, e.g. the raw text
             of a `(text, label)` pair, a good proxy for its number of tokens).
-        seed: seeds a private random state. By default numpy's global one is used,
-            so `np.random.seed` makes runs repeatable, as in bert4keras.
+        seed: seeds a private random state: random pass `e` (counted in `epoch`)
+            draws everything, the order and whatever `__iter__` draws from
+            `random_state`, from `RandomState([seed, e])`, so any epoch can be
+            replayed on its own (`replaying`, for a resumed run). By default numpy's
+            global state is used, so `np.random.seed` makes runs repeatable, as in
+            bert4keras.
 
     Attributes:
         steps: batches per epoch, `ceil(len(data) / batch_size)`, or `None` for an
             iterable without `len`.
+        epoch: random passes begun so far (the next one is epoch `epoch`).
+        skip_batches: batches the next random pass leaves out (see `replaying`).
     """
 
     def __init__(self, data, batch_size=32, buffer_size=None, bucket=False,
@@ -270,7 +277,9 @@ class DataGenerator:
         self.bucket = bool(bucket)
         self.bucket_key = bucket_key or default_bucket_key
         self.buffer_size = buffer_size or batch_size * (100 if bucket else 1000)
+        self.seed = seed
         self._rng = None if seed is None else np.random.RandomState(seed)
+        self.epoch, self.skip_batches, self._replay = 0, 0, None
 
     @property
     def random_state(self):
@@ -304,6 +313,8 @@ class DataGenerator:
         Yields:
             `(is_end, item)`, `is_end` being `True` for the epoch's last item only.
         """
+        if random:
+            self._begin_random_pass()
         items = iter(self._items(random))
         try:
             current = next(items)
@@ -313,6 +324,56 @@ class DataGenerator:
             yield False, current
             current = item
         yield True, current
+
+    def _begin_random_pass(self):
+        if self.seed is not None:
+            self._rng = np.random.RandomState([self.seed, self.epoch])
+        self.epoch += 1
+
+    @contextlib.contextmanager
+    def replaying(self, epoch, batch=0):
+        """Within the block, every random pass is epoch `epoch` of this generator from
+        its batch `batch` on: the same batches, in the same order, as a run from the
+        start yields there, so that an interrupted training run resumes on exactly the
+        data it would have seen. After the block the next pass is epoch `epoch + 1`.
+
+        Every pass, not just the next one: under a distribution strategy Keras's `fit`
+        reads a first batch to build the model and then starts the epoch again.
+
+        Needs `seed` (each epoch's randomness then depends on the seed and the epoch
+        alone) and sized data. The skipped batches are built and thrown away, so that
+        whatever `__iter__` draws for them is drawn as before.
+
+        Raises:
+            ValueError: no `seed`, or a position outside the epoch.
+        """
+        if self.seed is None:
+            raise ValueError(f"{type(self).__name__}.replaying replays an epoch's shuffling: "
+                             "build the generator with seed=...")
+        if self.steps is None:
+            raise TypeError("replaying needs data with len(); got an iterable")
+        if epoch < 0 or not 0 <= batch < self.steps:
+            raise ValueError(f"replaying({epoch}, {batch}): batch must be in [0, "
+                             f"{self.steps}) and epoch >= 0")
+        self._replay = (int(epoch), int(batch))
+        self.epoch, self.skip_batches = self._replay
+        try:
+            yield self
+        finally:
+            self._replay = None
+            self.epoch, self.skip_batches = int(epoch) + 1, 0
+
+    def epoch_batches(self, random=False):
+        """One pass of `__iter__(random)`; a random pass leaves out the batches
+        `replaying` asks to skip. `forfit` and `to_dataset` read batches through it."""
+        skip, batches = 0, self.__iter__(random)
+        if random:
+            if self._replay is not None:
+                self.epoch, self.skip_batches = self._replay
+            skip, self.skip_batches = self.skip_batches, 0
+        for index, batch in enumerate(batches):
+            if index >= skip:
+                yield batch
 
     def _items(self, random):
         if not random:
@@ -413,7 +474,7 @@ class DataGenerator:
         """
         while True:
             empty = True
-            for batch in self.__iter__(random):
+            for batch in self.epoch_batches(random):
                 empty = False
                 yield _as_tuples(batch)
             if empty:

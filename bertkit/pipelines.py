@@ -5,7 +5,7 @@ This module owns the adapters behind `DataGenerator.to_dataset` and
 `tf.data.Dataset`, with the signature helpers that describe, read and check the
 yielded elements) and `GeneratorDataset` (a `keras.utils.PyDataset` building
 batches in parallel workers). It imports nothing of `bertkit.data`: the adapters
-take any object with a `DataGenerator`'s protocol (`__iter__(random)`, `steps`,
+take any object with a `DataGenerator`'s protocol (`__iter__(random)`, `epoch_batches`, `steps`,
 `epoch_order`, ...), and `bertkit.data` imports them, so imports run one way.
 """
 import copy
@@ -40,7 +40,7 @@ def tf_dataset(generator, types=None, shapes=None, names=None, padded_batch=Fals
                 f"types and shapes do not describe the same structure: {e}") from e
 
     def elements():
-        batches = generator.forfit(random) if repeat else generator.__iter__(random)
+        batches = generator.forfit(random) if repeat else generator.epoch_batches(random)
         for element in batches:
             yield _conform(signature, wrap(element), "element")
 
@@ -50,7 +50,8 @@ def tf_dataset(generator, types=None, shapes=None, names=None, padded_batch=Fals
     if not repeat and generator.steps is not None:
         # A known length lets fit show progress instead of warning that the
         # input "ran out of data" at the end of every epoch.
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(generator.steps))
+        steps = generator.steps - (generator.skip_batches if random else 0)
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 

@@ -227,6 +227,7 @@ class RunDirectory:
     def __init__(self, path):
         self.path = os.fspath(path)
         self.manifest_path = os.path.join(self.path, MANIFEST_FILE)
+        self._own = set()  # roles whose files this run wrote (or resumed): what keep keeps
 
     def read(self):
         """The manifest as a dict (``settings``, ``files``, ``state``, ...), or None.
@@ -272,11 +273,12 @@ class RunDirectory:
         saved = manifest.get("saved", "by bertkit 0.1.0")
         return f"{self.path} holds a run saved {saved}" + (f" ({state})" if state else "")
 
-    def claim(self, overwrite=False, resume=False):
+    def claim(self, overwrite=False, resume=False, clean=True):
         """Checks that a new run may start here; call it before any work is done.
 
         Returns the committed manifest when ``resume`` (None if there is none), else
-        None. Temporary files of an interrupted write are removed.
+        None. Temporary files of an interrupted write are removed (unless ``clean`` is
+        false: a process that only reads the run, such as a worker that is not the chief).
 
         Raises:
             RunDirectoryError: the directory holds another run and neither
@@ -289,14 +291,16 @@ class RunDirectory:
                 f"{self.describe()}; pass --overwrite to replace it (it is kept until "
                 "the new run saves), --resume where the script supports it, or another "
                 "--output-dir")
-        if os.path.isdir(self.path):
+        if clean and os.path.isdir(self.path):
             for name in os.listdir(self.path):
                 if _TEMPORARY.match(name):
                     with contextlib.suppress(OSError):
                         os.remove(os.path.join(self.path, name))
+        if resume and manifest is not None:
+            self._own = set(manifest.get("files", {}))
         return manifest if resume else None
 
-    def commit(self, settings, files, state=None):
+    def commit(self, settings, files, state=None, keep=()):
         """Writes a new version of the run: its files, then the manifest naming them.
 
         Args:
@@ -306,6 +310,10 @@ class RunDirectory:
                 version number goes into the name before its first dot
                 (``best.weights.h5`` -> ``best.4.weights.h5``).
             state: JSON-ready dict of progress (best score, epoch, step).
+            keep: roles of the committed version whose files the new version keeps as
+                they are (a resume state saved between two best-weights saves keeps
+                the best weights). Only files this run wrote, or the run it resumed
+                (``claim(resume=True)``), are kept: never those of a run it replaces.
 
         Returns:
             ``{role: path}`` of the files written.
@@ -316,11 +324,14 @@ class RunDirectory:
         except RunDirectoryError:
             previous = None
         version = (previous or {}).get("version", 0) + 1
-        names = {}
+        kept = (previous or {}).get("files", {})
+        names = {role: kept[role] for role in keep
+                 if role in kept and role in self._own and role not in files}
         for role, (name, write) in files.items():
             stem, dot, suffix = name.partition(".")
             names[role] = f"{stem}.{version}{dot}{suffix}"
             write(os.path.join(self.path, names[role]))
+        self._own = set(names)
         manifest = {"format": _MANIFEST_FORMAT, "version": version,
                     "saved": datetime.datetime.now().isoformat(timespec="seconds"),
                     "settings": settings, "files": names, "state": state or {}}
@@ -330,4 +341,5 @@ class RunDirectory:
         for name in set((previous or {}).get("files", {}).values()) - set(names.values()):
             with contextlib.suppress(OSError):
                 os.remove(os.path.join(self.path, name))
-        return {role: os.path.join(self.path, name) for role, name in names.items()}
+        return {role: os.path.join(self.path, name) for role, name in names.items()
+                if role in files}

@@ -16,11 +16,15 @@ import sys
 from bertkit import huggingface, models, optimizers
 from bertkit.callbacks import AttentionImages, Evaluator
 from bertkit.config import BertConfig
+from bertkit.distribute import (STRATEGIES, WorkerLost, is_chief, make_strategy, read_tf_config,
+                                worker_index)
+from bertkit.resume import TrainingBackup, fit_epochs
 from bertkit.export import FORMATS, SERVING_FILE, export_model
 from bertkit.storage import RunDirectory, weights_writer, write_lines_atomically  # noqa: F401
 from bertkit.tokenizers import Tokenizer
 
 WEIGHTS_FILE = "best.weights.h5"
+LAST_WEIGHTS_FILE = "last.weights.h5"
 DTYPE_POLICIES = {"fp32": None, "bf16": "mixed_bfloat16"}  # --mixed-precision -> Keras policy
 
 
@@ -137,6 +141,18 @@ def add_fine_tuning_arguments(parser, epochs, lr_help):
                              "small data (default 0: keep them)")
     add_mixed_precision_argument(parser)
     parser.add_argument("--seed", type=int, default=42)
+    add_distribute_argument(parser)
+    parser.add_argument("--save-every-steps", type=int, default=None, metavar="N",
+                        help="also save the training state every N steps (it is saved at "
+                             "every epoch's end and on Ctrl-C), for --resume")
+
+
+def add_distribute_argument(parser):
+    """``--distribute none|mirrored|multiworker``."""
+    parser.add_argument("--distribute", choices=STRATEGIES, default="none",
+                        help="mirrored: every local GPU; multiworker: the machines of "
+                             "TF_CONFIG (run the same command on each; see the README). "
+                             "--batch-size is the global batch, split across replicas")
 
 
 def check_fine_tuning_arguments(parser, args, checkpoint_optional=False):
@@ -160,6 +176,30 @@ def check_fine_tuning_arguments(parser, args, checkpoint_optional=False):
         parser.error("--dropout must be in [0, 1)")
     if args.reinit_top_blocks < 0:
         parser.error("--reinit-top-blocks must be >= 0")
+    if args.save_every_steps is not None and args.save_every_steps < 1:
+        parser.error("--save-every-steps must be at least 1")
+    check_distribute_argument(parser, args)
+
+
+def check_distribute_argument(parser, args):
+    """``--distribute multiworker`` needs a valid ``TF_CONFIG``: said before any work."""
+    if args.distribute == "multiworker":
+        try:
+            read_tf_config()
+        except ValueError as error:
+            parser.error(str(error))
+
+
+def make_run_strategy(args):
+    """The strategy of ``--distribute`` (for ``multiworker``, once every worker of
+    ``TF_CONFIG`` has connected); prints the replicas when there are several."""
+    strategy = make_strategy(args.distribute)
+    index, workers = worker_index(strategy)
+    if strategy.num_replicas_in_sync > 1 or workers > 1:
+        print(f"--distribute {args.distribute}: {strategy.num_replicas_in_sync} replica(s) on "
+              f"{workers} worker(s), this is worker {index}" +
+              (" (the chief: it writes the files)" if index == 0 else ""))
+    return strategy
 
 
 def resolve_huggingface_checkpoint(args):
@@ -249,12 +289,90 @@ def export_for_serving(args, model, outputs, metadata, directory=None):
     return written
 
 
+RESUME_HELP = ("continue the interrupted run in --output-dir from its last save (weights, "
+               "optimizer state, position in the data, best score), with the same flags")
+# Flags a resumed run may change: where and how it reports, saves and runs, not what it
+# trains. A --resume with another value of any other flag is refused, naming it.
+RESUMABLE_FLAGS = {"output_dir", "resume", "overwrite", "debug", "verbose", "log_dir", "plot",
+                   "save_every_steps", "distribute", "predict", "export", "export_formats"}
+PATH_FLAGS = {"config", "checkpoint", "vocab", "data_dir", "train", "valid", "test", "schema",
+              "train_data", "valid_data"}
+
+
+def is_chief_process(args):
+    """Whether this process writes the run's files: the only process, or the chief of
+    ``--distribute multiworker`` (known from ``TF_CONFIG`` before any work)."""
+    return args.distribute != "multiworker" or read_tf_config()[1] == 0
+
+
 def claim_output_dir(args):
-    """The run directory of ``--output-dir``, refused if it holds another run (unless
-    ``--overwrite``); checked before any work is done."""
+    """The run directory of ``--output-dir``, checked before any work is done: refused if
+    it holds another run (unless ``--overwrite``); with ``--resume``, the saved state to
+    go on from is found (``args.resume_state``). Other workers than the chief write
+    nothing and claim nothing."""
     run = RunDirectory(args.output_dir)
-    run.claim(overwrite=args.overwrite)
+    args.resume_state = None
+    if getattr(args, "resume", False):
+        if args.overwrite:
+            raise ValueError("--resume continues the run in --output-dir, --overwrite "
+                             "replaces it: pass one of them")
+        manifest = run.claim(resume=True, clean=is_chief_process(args))
+        args.resume_state = run.file("state")
+        if args.resume_state is None:
+            finished = manifest is not None and "last_weights" in manifest.get("files", {})
+            raise FileNotFoundError(
+                f"--resume: no saved training state in {args.output_dir}" +
+                (" (the run there finished)" if finished else
+                 "; start without --resume"))
+    else:  # every worker refuses another run's directory: none may wait for a chief that quit
+        run.claim(overwrite=args.overwrite, clean=is_chief_process(args))
     return run
+
+
+def training_flags(args):
+    """The flags that define a training run (paths made absolute), as the resume state
+    records them."""
+    flags = {}
+    for name, value in sorted(vars(args).items()):
+        if name in RESUMABLE_FLAGS or name == "resume_state":
+            continue
+        if name in PATH_FLAGS and isinstance(value, str):
+            value = os.path.abspath(value)
+        flags[name] = value if isinstance(value, (str, int, float, bool, type(None), list)) \
+            else str(value)
+    return flags
+
+
+def train_epochs(args, model, generator, make_dataset, evaluator, run, strategy,
+                 callbacks=()):
+    """Trains ``model`` on ``generator`` for ``--epochs`` (resuming with ``--resume``),
+    saving the training state every ``--save-every-steps`` steps, at epoch ends and on
+    Ctrl-C, and at the end the final weights (``last.weights.h5``) in its place.
+
+    Args:
+        make_dataset: ``generator -> tf.data.Dataset`` of one epoch of global batches.
+        evaluator: the :class:`RunEvaluator` (its best score is saved and restored).
+        run: the ``RunDirectory``; strategy: of ``--distribute``.
+        callbacks: more Keras callbacks, after the evaluator.
+
+    Returns:
+        ``History.history`` of the epochs run (this process's).
+    """
+    backup = TrainingBackup(run, evaluator.settings, len(generator),
+                            save_every_steps=args.save_every_steps, evaluator=evaluator,
+                            seed=generator.seed, flags=training_flags(args))
+    backup.set_model(model)
+    start = (0, 0)
+    if args.resume_state:
+        start = backup.restore(args.resume_state)
+        evaluator.epoch = start[0]
+        print(f"resumed at epoch {start[0] + 1}, batch {start[1]} of {len(generator)} "
+              f"(best {evaluator.name} so far {evaluator.best:.4f})")
+    history = fit_epochs(model, generator, make_dataset, args.epochs,
+                         callbacks=[evaluator, *callbacks], backup=backup, start=start,
+                         strategy=strategy, verbose=fit_verbosity())
+    backup.finish({"last_weights": (LAST_WEIGHTS_FILE, weights_writer(model))})
+    return history
 
 
 def load_run(output_dir):
@@ -296,9 +414,19 @@ class RunEvaluator(Evaluator):
         super().on_epoch_end(epoch, logs)
 
     def save_best(self):
+        """Commits the best weights (and :meth:`extra_files`), keeping the resume state;
+        on the chief only."""
+        if not is_chief(self.model.distribute_strategy):
+            return
         files = {"weights": (WEIGHTS_FILE, weights_writer(self.model)), **self.extra_files()}
         self.paths = self.run.commit(self.settings, files,
-                                     state={"epoch": self.epoch, self.name: self.best})
+                                     state={"epoch": self.epoch, self.name: self.best},
+                                     keep=("state",))
+
+    def best_weights(self):
+        """The path of the best weights committed so far (also by an interrupted run
+        this one resumed)."""
+        return self.paths.get("weights") or self.run.file("weights")
 
 
 class BadLine(ValueError):
@@ -396,4 +524,12 @@ def run_cli(main, argv=None):
         print("interrupted: the output directory keeps its last saved version",
               file=sys.stderr)
         return 130
+    except WorkerLost as error:
+        print(f"error: {error}. The last save in --output-dir is where --resume goes on.",
+              file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # TensorFlow's teardown of a broken cluster (gRPC, the coordination service) can
+        # take long; the run is saved, so nothing is left to do.
+        os._exit(3)
     return 0

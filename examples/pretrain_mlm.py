@@ -59,7 +59,6 @@ rates of 1e-3 and up can collapse the model back to the unigram distribution.
 """
 import argparse
 import gc
-import io
 import json
 import os
 import random
@@ -74,7 +73,8 @@ import h5py  # noqa: E402
 import keras  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from bertkit import optimizers  # noqa: E402
+from bertkit import optimizers, resume  # noqa: E402
+from bertkit.distribute import distribute_batches, is_chief  # noqa: E402
 from bertkit.tasks import pretraining  # noqa: E402
 from bertkit.checkpoints import save_checkpoint_dir  # noqa: E402
 from bertkit.config import BertConfig  # noqa: E402
@@ -82,9 +82,10 @@ from bertkit.models import build_transformer_model, family_names, get_family  # 
 from bertkit.schedules import PiecewiseLinear  # noqa: E402
 from bertkit.tokenizers import Tokenizer  # noqa: E402
 from bertkit.storage import RunDirectory, write_bytes_atomically  # noqa: E402
-from common import (BadLine, add_export_arguments, add_logging_arguments,  # noqa: E402
-                    add_mixed_precision_argument, add_run_arguments, check_logging_arguments,
-                    dtype_policy, export_for_serving, fit_verbosity, logging_callbacks,
+from common import (BadLine, add_distribute_argument, is_chief_process, add_export_arguments,  # noqa: E402
+                    add_logging_arguments, add_mixed_precision_argument, add_run_arguments,
+                    check_distribute_argument, check_logging_arguments, dtype_policy,
+                    export_for_serving, fit_verbosity, logging_callbacks, make_run_strategy,
                     read_records, run_cli)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -95,7 +96,7 @@ STATE_FILE = "pretraining_state.h5"  # committed as pretraining_state.<version>.
 # --resume with another value is refused with the flag named.
 RESUMABLE_FLAGS = {"minutes", "max_steps", "save_every", "verbose", "fit_schedule",
                    "probe_steps", "finetune_dropout", "output_dir", "resume", "overwrite",
-                   "debug", "log_dir"}
+                   "debug", "log_dir", "distribute"}
 PATH_FLAGS = {"corpus", "vocab", "config", "init_checkpoint"}
 PROBE_WARMUP = 10  # steps --fit-schedule leaves untimed: the first ones trace the graph
 SCHEDULE_MARGIN = 0.97  # the share of the measured budget --fit-schedule plans for
@@ -187,6 +188,7 @@ def parse_args(argv=None):
                       resume_help="continue from --output-dir's last save; the flags that "
                                   "shape the run must be those it was started with")
     add_mixed_precision_argument(p)
+    add_distribute_argument(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", type=int, default=None, choices=[0, 1, 2],
                    help="Keras fit verbosity (default: 1, progress bars, on a terminal; 2, a "
@@ -196,9 +198,15 @@ def parse_args(argv=None):
     add_export_arguments(p)
     args = p.parse_args(argv)
     check_logging_arguments(p, args)
+    check_distribute_argument(p, args)
+    if args.distribute == "multiworker" and (args.minutes is not None or args.fit_schedule):
+        p.error("--minutes and --fit-schedule go by each worker's own clock, so the workers "
+                "would stop at different steps; with --distribute multiworker give "
+                "--total-steps or --epochs")
     if args.corpus is None:
         args.corpus = SAMPLE_CORPUS
-        args.minutes = 1.0 if args.minutes is None else args.minutes
+        if args.distribute != "multiworker":
+            args.minutes = 1.0 if args.minutes is None else args.minutes
         args.epochs = 20 if args.epochs is None else args.epochs
     args.epochs = 3 if args.epochs is None else args.epochs
     if args.clip_norm < 0:
@@ -430,23 +438,16 @@ def check_resume_flags(saved, flags, manifest_path):
 
 
 def state_bytes(builder, optimizer, step, total_steps=None):
-    """The resume state as the bytes of an HDF5 file: weights, optimizer variables, the
-    step, the run's length and the learning-rate schedule (as ``--fit-schedule`` left
-    it, which a resumed run keeps)."""
-    buffer = io.BytesIO()
-    with h5py.File(buffer, "w") as f:
-        f.attrs["step"] = int(step)
-        if total_steps is not None:
-            f.attrs["total_steps"] = int(total_steps)
-        if getattr(optimizer, "lr_schedule", None) is not None:
-            f.attrs["lr_schedule"] = json.dumps({int(k): float(v) for k, v
-                                                 in optimizer.lr_schedule.items()})
-        for group, variables in (("weights", builder.model.weights),
-                                 ("optimizer", optimizer.variables)):
-            g = f.create_group(group)
-            for index, variable in enumerate(variables):
-                g.create_dataset(str(index), data=keras.ops.convert_to_numpy(variable))
-    return buffer.getvalue()
+    """The resume state as the bytes of an HDF5 file (``bertkit.resume.state_bytes``):
+    weights, optimizer variables, the step, the run's length and the learning-rate
+    schedule (as ``--fit-schedule`` left it, which a resumed run keeps)."""
+    attrs = {"step": int(step)}
+    if total_steps is not None:
+        attrs["total_steps"] = int(total_steps)
+    if getattr(optimizer, "lr_schedule", None) is not None:
+        attrs["lr_schedule"] = json.dumps({int(k): float(v) for k, v
+                                           in optimizer.lr_schedule.items()})
+    return resume.state_bytes(builder.model, optimizer, attrs)
 
 
 def load_state(path, builder, optimizer):
@@ -454,22 +455,7 @@ def load_state(path, builder, optimizer):
 
     Every saved shape is checked before any variable is assigned.
     """
-    with h5py.File(path, "r") as f:
-        pairs = []
-        for group, variables in (("weights", builder.model.weights),
-                                 ("optimizer", optimizer.variables)):
-            if len(f[group]) != len(variables):
-                raise ValueError(f"{path}: {len(f[group])} {group} variables saved, the model "
-                                 f"has {len(variables)}; resume with the same settings")
-            for index, variable in enumerate(variables):
-                value = f[group][str(index)][()]
-                if tuple(value.shape) != tuple(variable.shape):
-                    raise ValueError(f"{path}: saved {group} variable {index} has shape "
-                                     f"{value.shape}, {variable.path} has {variable.shape}")
-                pairs.append((variable, value))
-        for variable, value in pairs:
-            variable.assign(value)
-        return int(f.attrs["step"])
+    return int(resume.restore_state(path, builder.model, optimizer)["step"])
 
 
 def saved_schedule(path):
@@ -512,6 +498,9 @@ class SaveAndStop(keras.callbacks.Callback):
         """Writes the Google checkpoint directory, then commits the resume state with
         the run's flags: a kill at any point leaves the last committed state whole."""
         if self.saved_step == self.step:
+            return
+        if not is_chief(self.model.distribute_strategy):  # only the chief writes
+            self.saved_step = self.step
             return
         save_checkpoint_dir(self.builder, self.args.output_dir, config=self.config,
                             vocab_path=self.vocab_path)
@@ -577,7 +566,8 @@ def open_run(args, flags):
     ``--overwrite``, and to resume with other flags than the run's.
     """
     run = RunDirectory(args.output_dir)
-    manifest = run.claim(overwrite=args.overwrite, resume=args.resume)
+    manifest = run.claim(overwrite=args.overwrite, resume=args.resume,
+                         clean=is_chief_process(args))
     if not args.resume:
         return run, None
     if manifest is None or "state" not in manifest.get("files", {}):
@@ -620,6 +610,8 @@ def main(argv=None):
     resolve_vocab(args)
     flags = run_flags(args)
     run, state_path = open_run(args, flags)
+    # First: a multi-worker strategy must exist before TensorFlow runs anything.
+    strategy = make_run_strategy(args)
     keras.utils.set_random_seed(args.seed)
     tokenizer = Tokenizer(args.vocab)
     pretrain_config, written_config = model_config(args, tokenizer.vocab_size)
@@ -632,24 +624,25 @@ def main(argv=None):
             held_out_docs, tokenizer, args.maxlen, args.batch_size, seed=args.seed + 1,
             shuffle=False).arrays(0)
 
-    builder = build_transformer_model(pretrain_config,
-                                      args.init_checkpoint, model=args.model,
-                                      with_pool=get_family(args.model).has_pooler,
-                                      with_mlm=True,
-                                      dtype=dtype_policy(args),
-                                      return_keras_model=False)
-    model = pretraining.build_pretraining_model(builder, data.max_predictions)
-    steps = len(data)
-    total = args.total_steps or steps * args.epochs
-    args.epochs = -(-total // steps)  # the last pass may be cut short by --total-steps
-    saved_total, schedule = saved_schedule(state_path)
-    if saved_total is not None:  # a fitted schedule goes on from where it was
-        total = saved_total
-        args.epochs = -(-total // steps)
-    optimizer = build_optimizer(args, total // args.grad_accum_steps)
-    if schedule is not None:
-        optimizer.lr_schedule = schedule
-    pretraining.compile_pretraining_model(model, optimizer)
+    with strategy.scope():  # variables, the checkpoint's values and the optimizer's slots
+        builder = build_transformer_model(pretrain_config,
+                                          args.init_checkpoint, model=args.model,
+                                          with_pool=get_family(args.model).has_pooler,
+                                          with_mlm=True,
+                                          dtype=dtype_policy(args),
+                                          return_keras_model=False)
+        model = pretraining.build_pretraining_model(builder, data.max_predictions)
+        steps = len(data)
+        total = args.total_steps or steps * args.epochs
+        args.epochs = -(-total // steps)  # the last pass may be cut short by --total-steps
+        saved_total, schedule = saved_schedule(state_path)
+        if saved_total is not None:  # a fitted schedule goes on from where it was
+            total = saved_total
+            args.epochs = -(-total // steps)
+        optimizer = build_optimizer(args, total // args.grad_accum_steps)
+        if schedule is not None:
+            optimizer.lr_schedule = schedule
+        pretraining.compile_pretraining_model(model, optimizer)
     os.makedirs(args.output_dir, exist_ok=True)
     step = 0
     if args.resume:
@@ -667,7 +660,8 @@ def main(argv=None):
         epoch, offset = divmod(step, steps)
         # A resumed run first finishes its interrupted epoch, then runs whole epochs.
         last_epoch = epoch + 1 if offset else args.epochs
-        fit = model.fit(data.dataset(step), steps_per_epoch=steps - offset,
+        fit = model.fit(distribute_batches(strategy, data.dataset(step)),
+                        steps_per_epoch=steps - offset,
                         epochs=last_epoch, initial_epoch=epoch, validation_data=validation,
                         validation_batch_size=args.batch_size,
                         callbacks=[saver, *logging_callbacks(args)],

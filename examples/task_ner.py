@@ -40,13 +40,15 @@ from bertkit.tasks.spans import entity_scores, tags_to_spans  # noqa: E402
 from bertkit.tasks.tagging import (CRFTaggingHead, GlobalPointerHead,  # noqa: E402
                                    SoftmaxTaggingHead)
 from bertkit.tokenizers import Tokenizer  # noqa: E402
-from common import (BadLine, RunEvaluator, add_checkpoint_arguments,  # noqa: E402
+from bertkit.distribute import is_chief, predict_on_batch  # noqa: E402
+from common import (RESUME_HELP, BadLine, RunEvaluator, add_checkpoint_arguments,  # noqa: E402
                     add_export_arguments, add_fine_tuning_arguments, add_logging_arguments,
                     add_run_arguments, bad_line, build_optimizer, check_encoder_inputs,
                     check_fine_tuning_arguments, claim_output_dir, decoded_lines,
-                    dtype_policy, encoder_overrides, export_for_serving, fit_verbosity,
-                    load_run, logging_callbacks, print_random_checkpoint_note,
-                    reinitialize_blocks, run_cli, save_run_plot, write_lines_atomically)
+                    dtype_policy, encoder_overrides, export_for_serving, load_run,
+                    logging_callbacks, make_run_strategy, print_random_checkpoint_note,
+                    reinitialize_blocks, run_cli, save_run_plot, train_epochs,
+                    write_lines_atomically)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SAMPLE_TRAIN = os.path.join(HERE, "data", "ner.train.txt")
@@ -86,7 +88,7 @@ def parse_args(argv=None):
                    "--vocab (no --config/--checkpoint)")
     p.add_argument("--skip-bad-lines", action="store_true",
                    help="skip sentences with malformed lines (counted) instead of stopping")
-    add_run_arguments(p, os.path.join("outputs", "ner"))
+    add_run_arguments(p, os.path.join("outputs", "ner"), resume_help=RESUME_HELP)
     add_logging_arguments(p)
     p.add_argument("--predict", nargs="+", metavar="TEXT",
                    help="print the entities of TEXTs, with character offsets, from the "
@@ -341,7 +343,7 @@ def predict_entities(head, decoder, tokenizer, encoded_texts, batch_size=64, des
         token_ids = sequence_padding([[cls] + encoded_texts[i].ids[s:e] + [sep]
                                       for i, s, e in batch])
         mask = (token_ids > 0).astype("float32")
-        decoded = decoder.predict_on_batch([token_ids, np.zeros_like(token_ids)])
+        decoded = predict_on_batch(decoder, [token_ids, np.zeros_like(token_ids)])
         for (i, s, e), spans in zip(batch, head.spans(decoded, mask)):
             for start, end, kind in spans:
                 if 1 <= start and end <= e - s + 1:  # not on [CLS] / [SEP]
@@ -443,6 +445,8 @@ def train(args):
     and the vocabulary against the config, the checkpoint's variables and shapes.
     """
     run = claim_output_dir(args)
+    # First: a multi-worker strategy must exist before TensorFlow runs anything.
+    strategy = make_run_strategy(args)
     resolve_checkpoint(args)
     keras.utils.set_random_seed(args.seed)
     splits = {"train": read_conll(args.train, args.skip_bad_lines),
@@ -458,24 +462,31 @@ def train(args):
               "cannot be predicted right")
     tokenizer = Tokenizer(args.vocab, do_lower_case=args.do_lower_case)
     check_encoder_inputs(args, tokenizer)
-    head, model = build_tagger(args, tag_types, args.checkpoint)
+    with strategy.scope():  # variables, the checkpoint's values and the optimizer's slots
+        head, model = build_tagger(args, tag_types, args.checkpoint)
     limit = args.maxlen - 2
     _, train_examples = prepare(splits["train"], head, tokenizer, limit, "train")
     encoded = {s: prepare(splits[s], head, tokenizer, limit, s)[0]
                for s in splits if s != "train"}
-    generator = TaggingGenerator(train_examples, batch_size=args.batch_size, bucket=True)
+    generator = TaggingGenerator(train_examples, batch_size=args.batch_size, bucket=True,
+                                 seed=args.seed)
     steps = len(generator)
-    model.compile(optimizer=build_optimizer(args, model, steps * args.epochs), loss=head.loss)
+    with strategy.scope():
+        model.compile(optimizer=build_optimizer(args, model, steps * args.epochs),
+                      loss=head.loss)
     evaluator = EntityEvaluator(head, tokenizer, splits["valid"], encoded["valid"], run,
                                 run_settings(args, tag_types))
     print(f"{args.head} head over {', '.join(tag_types)}; {steps} steps an epoch")
     start = time.time()
-    dataset = generator.to_dataset(*TaggingGenerator.signature(head))
-    history = model.fit(dataset, steps_per_epoch=steps, epochs=args.epochs,
-                        callbacks=[evaluator, *logging_callbacks(args)],
-                        verbose=fit_verbosity(), shuffle=False)
-    save_run_plot(args, model, history.history)
-    weights_path = evaluator.paths["weights"]
+    types, shapes = TaggingGenerator.signature(head)
+    history = train_epochs(args, model, generator,
+                           lambda g: g.to_dataset(types, shapes, repeat=False),
+                           evaluator, run, strategy, callbacks=logging_callbacks(args))
+    if not is_chief(strategy):
+        print("training done; the chief writes the run and scores --test")
+        return {"val_f1": evaluator.best, "model": model, "head": head}
+    save_run_plot(args, model, history)
+    weights_path = evaluator.best_weights()
     result = {"val_f1": evaluator.best, "val_scores": evaluator.best_scores,
               "weights": weights_path, "model": model, "head": head, "tokenizer": tokenizer}
     if "test" in splits:

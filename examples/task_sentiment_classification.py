@@ -33,13 +33,14 @@ from bertkit.data import DataGenerator, sequence_padding  # noqa: E402
 from bertkit.tasks.classification import ClassificationHead  # noqa: E402
 from bertkit.models import build_transformer_model  # noqa: E402
 from bertkit.tokenizers import Tokenizer  # noqa: E402
-from common import (BadLine, RunEvaluator, add_checkpoint_arguments,  # noqa: E402
+from bertkit.distribute import is_chief, predict_on_batch  # noqa: E402
+from common import (RESUME_HELP, BadLine, RunEvaluator, add_checkpoint_arguments,  # noqa: E402
                     add_export_arguments, add_fine_tuning_arguments, add_logging_arguments,
                     add_run_arguments, build_optimizer, check_encoder_inputs,
                     check_fine_tuning_arguments, claim_output_dir, dtype_policy,
-                    encoder_overrides, export_for_serving, fit_verbosity, load_run,
-                    logging_callbacks, print_random_checkpoint_note, read_records,
-                    reinitialize_blocks, run_cli, save_run_plot)
+                    encoder_overrides, export_for_serving, load_run,
+                    logging_callbacks, make_run_strategy, print_random_checkpoint_note,
+                    read_records, reinitialize_blocks, run_cli, save_run_plot, train_epochs)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -61,7 +62,7 @@ def parse_args(argv=None):
                         "refused if far beyond the number of distinct labels)")
     p.add_argument("--skip-bad-lines", action="store_true",
                    help="skip malformed data lines with a count instead of stopping")
-    add_run_arguments(p, os.path.join("outputs", "sentiment"))
+    add_run_arguments(p, os.path.join("outputs", "sentiment"), resume_help=RESUME_HELP)
     add_logging_arguments(p, attention=True)
     p.add_argument("--predict", nargs="+", metavar="TEXT",
                    help="classify TEXTs with the weights saved in --output-dir")
@@ -193,7 +194,7 @@ def accuracy(model, generator, desc):
     """Accuracy of ``model`` over one pass of ``generator``, with a progress bar."""
     right = total = 0
     for x, y in progress(generator, desc=desc):
-        pred = np.argmax(model.predict_on_batch(x), axis=-1)
+        pred = np.argmax(predict_on_batch(model, x), axis=-1)
         right += int((pred == y).sum())
         total += len(y)
     return right / total
@@ -216,9 +217,13 @@ def train(args):
 
     Everything that can be checked is checked before the first step: the output
     directory, every data line, the labels, ``--maxlen`` and the vocabulary against the
-    config, the checkpoint's variables and shapes.
+    config, the checkpoint's variables and shapes. With ``--distribute`` the model is
+    built, loaded and compiled inside the strategy's scope and every replica trains on
+    its slice of each global batch; with ``--resume`` training goes on from the last save.
     """
     run = claim_output_dir(args)
+    # First: a multi-worker strategy must exist before TensorFlow runs anything.
+    strategy = make_run_strategy(args)
     resolve_checkpoint(args)
     args.lr = 5e-5 if args.lr is None else args.lr
     keras.utils.set_random_seed(args.seed)
@@ -232,32 +237,35 @@ def train(args):
     check_encoder_inputs(args, tokenizer)
     generators = {
         s: SentenceGenerator(items, tokenizer, args.maxlen, batch_size=args.batch_size,
-                             bucket=(s == "train"))
+                             bucket=(s == "train"), seed=args.seed if s == "train" else None)
         for s, items in splits.items()
     }
     print(f"train/valid/test: {', '.join(str(len(v)) for v in splits.values())} texts, "
           f"{num_classes} classes")
 
-    model = build_classifier(args, num_classes, args.checkpoint)
-    steps = len(generators["train"])
-    model.compile(optimizer=build_optimizer(args, model, steps * args.epochs),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    with strategy.scope():  # variables, the checkpoint's values and the optimizer's slots
+        model = build_classifier(args, num_classes, args.checkpoint)
+        steps = len(generators["train"])
+        model.compile(optimizer=build_optimizer(args, model, steps * args.epochs),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     evaluator = RunEvaluator(generators["valid"], run, run_settings(args, num_classes),
                              name="val_accuracy")
 
     start = time.time()
-    # tf.data with a [batch, length] signature: any padded length, one trace, prefetching.
-    dataset = generators["train"].to_dataset(SentenceGenerator.TYPES, SentenceGenerator.SHAPES)
     # One validation sentence whose attention --log-dir and --plot show.
     text = splits["valid"][0][0]
     ids, segments = tokenizer.encode(text, maxlen=args.maxlen)
     sentence = [np.array([ids]), np.array([segments])]
-    history = model.fit(dataset, steps_per_epoch=steps, epochs=args.epochs,
-                        callbacks=[evaluator, *logging_callbacks(args, sentence)],
-                        verbose=fit_verbosity(),
-                        shuffle=False)  # the generator shuffles (and buckets) by itself
-    save_run_plot(args, model, history.history, sentence, tokenizer.ids_to_tokens(ids))
-    weights_path = evaluator.paths["weights"]
+    # tf.data with a [batch, length] signature: any padded length, one trace, prefetching.
+    history = train_epochs(
+        args, model, generators["train"],
+        lambda g: g.to_dataset(SentenceGenerator.TYPES, SentenceGenerator.SHAPES, repeat=False),
+        evaluator, run, strategy, callbacks=logging_callbacks(args, sentence))
+    if not is_chief(strategy):
+        print("training done; the chief writes the run and scores the test split")
+        return {"val_accuracy": evaluator.best, "model": model}
+    save_run_plot(args, model, history, sentence, tokenizer.ids_to_tokens(ids))
+    weights_path = evaluator.best_weights()
     model.load_weights(weights_path)
     test_accuracy = accuracy(model, generators["test"], desc="test")
     minutes = (time.time() - start) / 60

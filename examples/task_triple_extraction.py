@@ -51,13 +51,15 @@ from bertkit.tasks.triples import (TripleExtractor, object_labels, sample_subjec
                                 subject_labels, token_span, triple_scores)
 from bertkit.models import build_transformer_model  # noqa: E402
 from bertkit.tokenizers import Tokenizer  # noqa: E402
-from common import (BadLine, RunEvaluator, add_checkpoint_arguments,  # noqa: E402
+from bertkit.distribute import is_chief  # noqa: E402
+from common import (RESUME_HELP, BadLine, RunEvaluator, add_checkpoint_arguments,  # noqa: E402
                     add_export_arguments, add_fine_tuning_arguments, add_logging_arguments,
                     add_run_arguments, build_optimizer, check_encoder_inputs,
                     check_fine_tuning_arguments, claim_output_dir, dtype_policy,
-                    encoder_overrides, export_for_serving, fit_verbosity, load_run,
-                    logging_callbacks, print_random_checkpoint_note, read_records,
-                    reinitialize_blocks, run_cli, save_run_plot, write_lines_atomically)
+                    encoder_overrides, export_for_serving, load_run, logging_callbacks,
+                    make_run_strategy, print_random_checkpoint_note, read_records,
+                    reinitialize_blocks, run_cli, save_run_plot, train_epochs,
+                    write_lines_atomically)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PREDICTIONS_FILE = "valid_predictions.jsonl"
@@ -98,7 +100,7 @@ def parse_args(argv=None):
                    help="a span ends where its end probability exceeds this")
     p.add_argument("--skip-bad-lines", action="store_true",
                    help="skip malformed data lines with a count instead of stopping")
-    add_run_arguments(p, os.path.join("outputs", "triples"))
+    add_run_arguments(p, os.path.join("outputs", "triples"), resume_help=RESUME_HELP)
     add_logging_arguments(p)
     p.add_argument("--predict", nargs="+", metavar="TEXT",
                    help="print the triples of TEXTs as JSON, from the weights saved in "
@@ -436,6 +438,8 @@ def train(args):
     any work.
     """
     run = claim_output_dir(args)
+    # First: a multi-worker strategy must exist before TensorFlow runs anything.
+    strategy = make_run_strategy(args)
     predicates = read_schema(args.schema)
     train_items, valid_items = load_splits(args)
     resolve_checkpoint(args)
@@ -448,27 +452,36 @@ def train(args):
           f"texts: {json.dumps(counts, ensure_ascii=False)}")
     generator = TripleGenerator(examples, predicates, tokenizer, args.maxlen,
                                 swap_subjects=args.swap_subjects, batch_size=args.batch_size,
-                                bucket=True)
+                                bucket=True, seed=args.seed)
 
-    extractor = build_extractor(args, predicates, args.checkpoint)
     steps = len(generator)
-    extractor.compile(build_optimizer(args, extractor.model, steps * args.epochs))
+    with strategy.scope():  # variables, the checkpoint's values and the optimizer's slots
+        extractor = build_extractor(args, predicates, args.checkpoint)
+        extractor.compile(build_optimizer(args, extractor.model, steps * args.epochs))
     evaluator = TripleEvaluator(extractor, tokenizer, valid_items, args, run,
                                 run_settings(args, predicates))
 
     start = time.time()
-    history = extractor.model.fit(generator.forfit(), steps_per_epoch=steps,
-                                  epochs=args.epochs,
-                                  callbacks=[evaluator, *logging_callbacks(args)],
-                                  verbose=fit_verbosity(),
-                                  shuffle=False)  # the generator shuffles by itself
-    save_run_plot(args, extractor.model, history.history)
+    # Batch signatures read from the first batch, every axis of unknown size.
+    history = train_epochs(args, extractor.model, generator,
+                           lambda g: g.to_dataset(repeat=False), evaluator, run, strategy,
+                           callbacks=logging_callbacks(args))
+    if not is_chief(strategy):
+        print("training done; the chief writes the run")
+        return {"f1": evaluator.best}
+    save_run_plot(args, extractor.model, history)
     minutes = (time.time() - start) / 60
-    best, paths = evaluator.best_scores, evaluator.paths
-    print(f"best val precision {best['precision']:.4f} recall {best['recall']:.4f} "
-          f"f1 {best['f1']:.4f} ({best['correct']}/{best['predicted']} predicted, "
-          f"{best['gold']} gold)  ({minutes:.1f} min)  weights: {paths['weights']}  "
-          f"predictions: {paths['predictions']}")
+    best = evaluator.best_scores
+    paths = {role: run.file(role) for role in ("weights", "predictions")}
+    if best is None:  # resumed, and no epoch since beat the interrupted run's best
+        best = {"f1": evaluator.best}
+        print(f"best val f1 {best['f1']:.4f}, reached before the interruption")
+    else:
+        print(f"best val precision {best['precision']:.4f} recall {best['recall']:.4f} "
+              f"f1 {best['f1']:.4f} ({best['correct']}/{best['predicted']} predicted, "
+              f"{best['gold']} gold)")
+    print(f"({minutes:.1f} min)  weights: {paths['weights']}  predictions: "
+          f"{paths['predictions']}")
     return dict(best, minutes=minutes, **paths)
 
 

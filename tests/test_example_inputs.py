@@ -199,7 +199,9 @@ def test_another_runs_output_dir_is_refused_and_overwrite_keeps_it_until_a_save(
     assert code == 0
     after = json.load(open(os.path.join(out, "run.json")))
     assert after["settings"]["pooling"] == "mean" and after["version"] > before["version"]
-    assert sorted(os.listdir(out)) == sorted(["run.json", after["files"]["weights"]])
+    # The finished run keeps its best and its last weights, nothing of the run it replaced.
+    assert set(after["files"]) == {"weights", "last_weights"}
+    assert sorted(os.listdir(out)) == sorted(["run.json", *after["files"].values()])
 
 
 def test_debug_shows_the_traceback(checkpoint, tmp_path, no_training):
@@ -305,9 +307,10 @@ def test_log_dir_writes_scalars_and_attention_images_and_plot_a_png(checkpoint, 
             for event in tf.compat.v1.train.summary_iterator(os.path.join(root, name)):
                 for value in event.summary.value:
                     found.setdefault((os.path.basename(root), value.tag), []).append(event.step)
-    assert found[("train", "epoch_loss")] == [0, 1]
-    assert found[("train", "epoch_learning_rate")] == [0, 1]
-    assert found[("validation", "epoch_accuracy")] == [0, 1]  # the evaluator's score
+    # One event file an epoch (each epoch is a fit of its own, so a run can resume).
+    assert sorted(found[("train", "epoch_loss")]) == [0, 1]
+    assert sorted(found[("train", "epoch_learning_rate")]) == [0, 1]
+    assert sorted(found[("validation", "epoch_accuracy")]) == [0, 1]  # the evaluator's
     assert found[("attention", "attention/layer_-1")] == [0, 1]
     with open(plot, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"

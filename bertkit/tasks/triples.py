@@ -40,6 +40,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from bertkit.distribute import predict_on_batch
 from bertkit.data import sequence_padding
 from bertkit.layers import ConditionalLayerNormalization
 from bertkit.tasks.base import TaskHead
@@ -269,16 +270,16 @@ class TripleExtractor:
         tokens = [tokenizer.tokenize(text, maxlen=maxlen) for text in texts]
         mappings = [tokenizer.rematch(text, t) for text, t in zip(texts, tokens)]
         token_ids = sequence_padding([tokenizer.tokens_to_ids(t) for t in tokens])
-        subject_probs, hidden = self.subject_model.predict_on_batch(
-            [token_ids, np.zeros_like(token_ids)])
+        subject_probs, hidden = predict_on_batch(self.subject_model,
+                                                 [token_ids, np.zeros_like(token_ids)])
         subjects = [decode_subjects(p, m, start_threshold, end_threshold)
                     for p, m in zip(np.asarray(subject_probs), mappings)]
         rows = [b for b, spans in enumerate(subjects) for _ in spans]
         if not rows:
             return [[] for _ in texts]
         ids = np.array([span for spans in subjects for span in spans], dtype="int32")
-        object_probs = np.asarray(self.object_model.predict_on_batch(
-            [np.asarray(hidden)[rows], ids]))
+        object_probs = np.asarray(predict_on_batch(self.object_model,
+                                                   [np.asarray(hidden)[rows], ids]))
         results, k = [], 0
         for text, mapping, spans in zip(texts, mappings, subjects):
             results.append(decode_triples(text, mapping, spans, object_probs[k:k + len(spans)],
