@@ -36,9 +36,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["STRATEGIES", "DEFAULT_HEARTBEAT_SECONDS", "WorkerLost", "read_tf_config", "make_strategy",
-           "is_chief", "worker_index", "distribute_batches", "dropped_per_epoch",
-           "predict_on_batch", "lost_worker"]
+__all__ = ["STRATEGIES", "DEFAULT_HEARTBEAT_SECONDS", "WorkerLost", "read_tf_config",
+           "make_strategy", "is_chief", "worker_index", "distribute_batches",
+           "dropped_per_epoch", "predict_on_batch", "lost_worker"]
 
 STRATEGIES = ("none", "mirrored", "multiworker")
 

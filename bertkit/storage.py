@@ -312,7 +312,8 @@ class RunDirectory:
             state: JSON-ready dict of progress (best score, epoch, step).
             keep: roles of the committed version whose files the new version keeps as
                 they are (a resume state saved between two best-weights saves keeps
-                the best weights). Only files this run wrote, or the run it resumed
+                the best weights), and the entries of its ``state`` that ``state``
+                does not give. Only files this run wrote, or the run it resumed
                 (``claim(resume=True)``), are kept: never those of a run it replaces.
 
         Returns:
@@ -327,6 +328,8 @@ class RunDirectory:
         kept = (previous or {}).get("files", {})
         names = {role: kept[role] for role in keep
                  if role in kept and role in self._own and role not in files}
+        if keep and self._own:
+            state = {**(previous or {}).get("state", {}), **(state or {})}
         for role, (name, write) in files.items():
             stem, dot, suffix = name.partition(".")
             names[role] = f"{stem}.{version}{dot}{suffix}"

@@ -82,11 +82,11 @@ from bertkit.models import build_transformer_model, family_names, get_family  # 
 from bertkit.schedules import PiecewiseLinear  # noqa: E402
 from bertkit.tokenizers import Tokenizer  # noqa: E402
 from bertkit.storage import RunDirectory, write_bytes_atomically  # noqa: E402
-from common import (BadLine, add_distribute_argument, is_chief_process, add_export_arguments,  # noqa: E402
+from common import (BadLine, add_distribute_argument, add_export_arguments,  # noqa: E402
                     add_logging_arguments, add_mixed_precision_argument, add_run_arguments,
                     check_distribute_argument, check_logging_arguments, dtype_policy,
-                    export_for_serving, fit_verbosity, logging_callbacks, make_run_strategy,
-                    read_records, run_cli)
+                    export_for_serving, fit_verbosity, is_chief_process, logging_callbacks,
+                    make_run_strategy, read_records, run_cli)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(HERE)

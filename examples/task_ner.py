@@ -83,6 +83,9 @@ def parse_args(argv=None):
                         "they learn at 1e-2, bert4keras's 1000 x 2e-5 ... 100 x 1e-4)")
     p.add_argument("--head-size", type=int, default=64,
                    help="GlobalPointer's query/key width (default 64)")
+    p.add_argument("--head-dropout", type=float, default=0.1,
+                   help="dropout on the encoder's output, before the tagging head "
+                        "(default 0.1)")
     p.add_argument("--random-model", type=int, nargs=4, metavar=("LAYERS", "HIDDEN", "HEADS",
                    "INTERMEDIATE"), help="train a randomly initialised BERT of this size with "
                    "--vocab (no --config/--checkpoint)")
@@ -110,6 +113,8 @@ def parse_args(argv=None):
         p.error("--maxlen must be at least 3 ([CLS], one token, [SEP])")
     if args.crf_lr_multiplier is not None and not args.crf_lr_multiplier > 0:
         p.error("--crf-lr-multiplier must be > 0")
+    if not 0 <= args.head_dropout < 1:
+        p.error("--head-dropout must be in [0, 1)")
     if args.head_size < 2 or args.head_size % 2:
         p.error("--head-size must be an even number >= 2")
     if (args.train is None) != (args.valid is None):
@@ -323,11 +328,13 @@ def build_tagger(args, tag_types, checkpoint=None):
         reinitialize_blocks(args, encoder)
     if args.head == "crf":
         head = CRFTaggingHead(tag_types, lr_multiplier=args.crf_lr_multiplier, name="Tagger",
-                              dtype=dtype)
+                              dropout_rate=args.head_dropout, dtype=dtype)
     elif args.head == "globalpointer":
-        head = GlobalPointerHead(tag_types, head_size=args.head_size, name="Tagger", dtype=dtype)
+        head = GlobalPointerHead(tag_types, head_size=args.head_size, name="Tagger",
+                                 dropout_rate=args.head_dropout, dtype=dtype)
     else:
-        head = SoftmaxTaggingHead(tag_types, name="Tagger", dtype=dtype)
+        head = SoftmaxTaggingHead(tag_types, name="Tagger", dropout_rate=args.head_dropout,
+                                  dtype=dtype)
     return head, head.attach(encoder, name=f"ner_{args.head}")
 
 
@@ -508,7 +515,7 @@ def run_settings(args, tag_types):
         else os.path.abspath(args.config)
     return {"config": config, "vocab": os.path.abspath(args.vocab), "model": args.model,
             "do_lower_case": args.do_lower_case, "maxlen": args.maxlen, "head": args.head,
-            "tag_types": tag_types, "head_size": args.head_size,
+            "tag_types": tag_types, "head_size": args.head_size, "head_dropout": args.head_dropout,
             "crf_lr_multiplier": args.crf_lr_multiplier, "dropout": args.dropout,
             "mixed_precision": args.mixed_precision}
 

@@ -233,3 +233,19 @@ def demo_dir(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "DEMO_CONFIG", dict(demo.DEMO_CONFIG, hidden_size=32,
                                                    intermediate_size=64))
     return directory
+
+
+# Characters of the tiny vocabulary (with [PAD] [UNK] [CLS] [SEP] [MASK]: 40 tokens).
+CHARS = "好差很太了非常满意失望推荐购买不质量物流快慢喜欢一般值得还可以价格便宜贵东西"[:35]
+
+
+@pytest.fixture
+def checkpoint(tiny_bert, tmp_path):
+    """``--config --checkpoint --vocab`` of the tiny Google BERT, with a vocabulary."""
+    _, _, prefix = tiny_bert
+    vocab = tmp_path / "vocab.txt"
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(CHARS)
+    assert len(tokens) == TINY_CONFIG["vocab_size"]
+    vocab.write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    config = os.path.join(os.path.dirname(prefix), "bert_config.json")
+    return {"config": config, "checkpoint": prefix, "vocab": str(vocab)}

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, TINY_CONFIG
+from conftest import REPO_ROOT
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "examples"))
 
@@ -17,7 +17,6 @@ import pretrain_mlm  # noqa: E402
 import task_sentiment_classification as sentiment  # noqa: E402
 import task_triple_extraction as triples  # noqa: E402
 
-CHARS = "好差很太了非常满意失望推荐购买不质量物流快慢喜欢一般值得还可以价格便宜贵东西"[:35]
 GOOD = ["很好\t1", "太差了\t0", "非常满意\t1", "很失望\t0", "推荐购买\t1", "不推荐\t0"]
 
 
@@ -27,18 +26,6 @@ def no_training(monkeypatch):
     def fit(*args, **kwargs):
         raise AssertionError("training started before the input was checked")
     monkeypatch.setattr(keras.Model, "fit", fit)
-
-
-@pytest.fixture
-def checkpoint(tiny_bert, tmp_path):
-    """``--config --checkpoint --vocab`` of the tiny Google BERT, with a vocabulary."""
-    _, _, prefix = tiny_bert
-    vocab = tmp_path / "vocab.txt"
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(CHARS)
-    assert len(tokens) == TINY_CONFIG["vocab_size"]
-    vocab.write_text("\n".join(tokens) + "\n", encoding="utf-8")
-    config = os.path.join(os.path.dirname(prefix), "bert_config.json")
-    return {"config": config, "checkpoint": prefix, "vocab": str(vocab)}
 
 
 def flags(paths, **overrides):
