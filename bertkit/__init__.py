@@ -20,6 +20,7 @@ from bertkit import checkpoints  # noqa: F401
 from bertkit import huggingface  # noqa: F401
 from bertkit import data  # noqa: F401
 from bertkit import pipelines  # noqa: F401
+from bertkit import distribute  # noqa: F401
 from bertkit import callbacks  # noqa: F401
 from bertkit import tokenizers  # noqa: F401
 from bertkit import schedules  # noqa: F401
@@ -47,6 +48,8 @@ from bertkit.optimizers import (Adam, extend_with_gradient_accumulation,
                                 fine_tuning_optimizer)
 from bertkit.plots import save_training_plot
 from bertkit.schedules import PiecewiseLinear, layerwise_lr_decay
+from bertkit.distribute import distribute_batches, is_chief, make_strategy, predict_on_batch
+from bertkit.resume import TrainingBackup, fit_epochs
 from bertkit.storage import RunDirectory, atomic_write, save_weights_atomically
 from bertkit.tasks import (ClassificationHead, ConditionalRandomField, CRFTaggingHead,
                            EfficientGlobalPointer, GlobalPointer, GlobalPointerHead,
@@ -75,6 +78,8 @@ __all__ = [
     "extend_with_piecewise_linear_lr", "extend_with_gradient_accumulation",
     "extend_with_lookahead", "extend_with_lazy_optimization",
     "extend_with_parameter_wise_lr", "extend_with_exponential_moving_average",
-    # files that survive a kill
-    "RunDirectory", "atomic_write", "save_weights_atomically",
+    # files that survive a kill, resumable training
+    "RunDirectory", "atomic_write", "save_weights_atomically", "TrainingBackup", "fit_epochs",
+    # several devices or machines
+    "make_strategy", "distribute_batches", "is_chief", "predict_on_batch",
 ]

@@ -325,7 +325,8 @@ def predict_on_batch(model, x):
     every process wait for the others); here the model is called directly, once, with
     the current weights.
     """
-    if model.distribute_strategy.num_replicas_in_sync == 1:
+    strategy = getattr(model, "distribute_strategy", None)  # None: any predict_on_batch
+    if strategy is None or strategy.num_replicas_in_sync == 1:
         return model.predict_on_batch(x)
     call = _INFERENCE.get(model)
     if call is None:

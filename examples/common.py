@@ -16,8 +16,8 @@ import sys
 from bertkit import huggingface, models, optimizers
 from bertkit.callbacks import AttentionImages, Evaluator
 from bertkit.config import BertConfig
-from bertkit.distribute import (STRATEGIES, WorkerLost, is_chief, make_strategy, read_tf_config,
-                                worker_index)
+from bertkit.distribute import (STRATEGIES, WorkerLost, dropped_per_epoch, is_chief,
+                                make_strategy, read_tf_config, worker_index)
 from bertkit.resume import TrainingBackup, fit_epochs
 from bertkit.export import FORMATS, SERVING_FILE, export_model
 from bertkit.storage import RunDirectory, weights_writer, write_lines_atomically  # noqa: F401
@@ -75,8 +75,8 @@ def logging_callbacks(args, attention_inputs=None):
     """The callbacks of ``--log-dir``: Keras's TensorBoard (it logs the learning rate and
     the evaluator's scores too, since the evaluator runs first) and, with
     ``attention_inputs``, the attention images."""
-    if not getattr(args, "log_dir", None):
-        return []
+    if not getattr(args, "log_dir", None) or not is_chief_process(args):
+        return []  # in a multi-worker run only the chief writes
     import keras
 
     found = [keras.callbacks.TensorBoard(args.log_dir, write_graph=False)]
@@ -343,6 +343,19 @@ def training_flags(args):
     return flags
 
 
+def report_dropped_items(generator, strategy):
+    """Says how many items an epoch loses when its batches do not divide evenly between
+    the replicas (each replica must weigh the same in the global batch's update)."""
+    replicas = strategy.num_replicas_in_sync
+    size, count = generator.batch_size, len(generator.data)
+    sizes = [size] * (count // size) + ([count % size] if count % size else [])
+    dropped = dropped_per_epoch(sizes, replicas)
+    if dropped:
+        print(f"note: {dropped} of {count} training items an epoch are left out, so that "
+              f"every batch splits evenly between the {replicas} replicas (a --batch-size "
+              f"that is a multiple of {replicas} leaves out at most {replicas - 1})")
+
+
 def train_epochs(args, model, generator, make_dataset, evaluator, run, strategy,
                  callbacks=()):
     """Trains ``model`` on ``generator`` for ``--epochs`` (resuming with ``--resume``),
@@ -358,6 +371,7 @@ def train_epochs(args, model, generator, make_dataset, evaluator, run, strategy,
     Returns:
         ``History.history`` of the epochs run (this process's).
     """
+    report_dropped_items(generator, strategy)
     backup = TrainingBackup(run, evaluator.settings, len(generator),
                             save_every_steps=args.save_every_steps, evaluator=evaluator,
                             seed=generator.seed, flags=training_flags(args))

@@ -7,6 +7,8 @@ exactly as Google publishes checkpoints (``bert_config.json``, ``bert_model.ckpt
 A random checkpoint cannot give real accuracy; the examples say so when they use it.
 """
 import os
+import shutil
+import tempfile
 
 from bertkit.checkpoints import save_checkpoint_dir
 from bertkit.models import build_transformer_model
@@ -54,8 +56,15 @@ def builtin_vocab_tokens():
     return SPECIAL_TOKENS + words + pieces
 
 
+DEMO_SEED = 0  # the same demo weights on every machine (and every worker of a cluster)
+
+
 def ensure_demo_checkpoint(directory=None):
     """Creates the demo checkpoint directory unless it exists; returns its three paths.
+
+    The directory is written beside its place and renamed into it, so that it appears
+    whole: workers of a cluster that start together on one machine all read the one
+    that was renamed first (the weights are seeded, so each would be the same anyway).
 
     Returns:
         ``(config_path, checkpoint_prefix, vocab_path)``.
@@ -66,13 +75,28 @@ def ensure_demo_checkpoint(directory=None):
              os.path.join(directory, "vocab.txt"))
     if all(os.path.exists(p) for p in (paths[0], paths[1] + ".index", paths[2])):
         return paths
-    vocab_path = shared_vocab_path()
-    if vocab_path is None:
-        os.makedirs(directory, exist_ok=True)
-        vocab_path = os.path.join(directory, "vocab.txt")
-        write_lines_atomically(vocab_path, builtin_vocab_tokens())
-    make_random_checkpoint(directory, vocab_path, **DEMO_CONFIG)
-    print(f"Created a small RANDOM BERT checkpoint in {directory} (vocab: {vocab_path}).")
+    parent = os.path.dirname(os.path.abspath(directory))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".demo-", dir=parent)
+    try:
+        vocab_path = shared_vocab_path()
+        if vocab_path is None:
+            vocab_path = os.path.join(staging, "vocab.txt")
+            write_lines_atomically(vocab_path, builtin_vocab_tokens())
+        make_random_checkpoint(staging, vocab_path, seed=DEMO_SEED, **DEMO_CONFIG)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(staging, 0o777 & ~mask)  # mkdtemp's 0700 would hide it from other users
+        try:
+            os.rename(staging, directory)
+        except OSError:  # another process renamed its copy first (or a partial one is there)
+            if not all(os.path.exists(p) for p in (paths[0], paths[1] + ".index", paths[2])):
+                raise
+            return paths
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f"Created a small RANDOM BERT checkpoint in {directory} (vocab: "
+          f"{shared_vocab_path() or paths[2]}).")
     return paths
 
 

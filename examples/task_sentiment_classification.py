@@ -12,6 +12,10 @@ checkpoint under ``checkpoints/demo/``, which cannot give real accuracy.
         --vocab chinese_L-12_H-768_A-12/vocab.txt --epochs 3 --lr 2e-5
     python examples/task_sentiment_classification.py --predict "质量很好，推荐购买"
     python examples/task_sentiment_classification.py --export exported/sentiment
+
+Training saves its state at every epoch's end (and every ``--save-every-steps``, and on
+Ctrl-C) for ``--resume``; ``--distribute mirrored|multiworker`` trains on several GPUs or
+machines (see the README, and ``examples/local_cluster.py`` for workers on one machine).
 """
 import argparse
 import collections
