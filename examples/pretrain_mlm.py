@@ -179,8 +179,10 @@ def parse_args(argv=None):
                         "(an interruption that --resume continues)")
     p.add_argument("--holdout", type=float, default=0.01,
                    help="share of documents held out for the MLM loss/accuracy per epoch")
-    p.add_argument("--save-every", type=int, default=500, metavar="STEPS",
-                   help="save every STEPS steps (and at every epoch end)")
+    p.add_argument("--save-every", "--save-every-steps", type=int, default=500,
+                   dest="save_every", metavar="STEPS",
+                   help="save every STEPS steps (and at every epoch end); the name "
+                        "--save-every-steps is the fine-tuning examples'")
     p.add_argument("--skip-bad-lines", action="store_true",
                    help="skip corpus lines that cannot be read (not UTF-8, no text column) "
                         "with a count instead of stopping")

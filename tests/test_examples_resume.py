@@ -257,3 +257,11 @@ def test_multiworker_without_tf_config_is_refused_before_any_work(checkpoint, tm
                                       "--distribute", "multiworker"))
     assert "--distribute multiworker needs TF_CONFIG" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_mirrored_runs_the_example_on_this_machines_devices(checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    result = sentiment.main(sentiment_argv(checkpoint, tmp_path, out, "--epochs", "1",
+                                           "--distribute", "mirrored"))
+    assert 0 <= result["test_accuracy"] <= 1
+    assert "state" not in manifest(out)["files"]
