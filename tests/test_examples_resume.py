@@ -35,8 +35,10 @@ def sentiment_argv(checkpoint, tmp_path, out, *extra, lines=GOOD * 20):
 def start(argv, env=None):
     env = dict(os.environ if env is None else env, TF_CPP_MIN_LOG_LEVEL="2",
                CUDA_VISIBLE_DEVICES="")
+    # Ctrl-C as on a terminal: a shell's background job would pass SIGINT on as ignored.
     return subprocess.Popen([sys.executable, SENTIMENT, *argv], env=env, cwd=REPO_ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def finish(process, timeout=600):
