@@ -10,12 +10,13 @@ for bertkit (Keras graph mode, which is what ``jit_compile='auto'`` gives on a C
 and XLA with ``jit_compile=True``), keras-hub's ``BertBackbone`` on the same Keras and
 TensorFlow, and Hugging Face ``BertModel`` on PyTorch; bertkit and keras-hub also under
 Keras's ``mixed_bfloat16`` policy (the header says whether the CPU has bfloat16 units;
-without them bf16 is emulated and not expected to be faster). The machine's limit is
-the best fp32 matmul throughput that TensorFlow or PyTorch reach on the very matmuls
-the model runs (projections, feed-forward and the attention products, forward and
-backward); each implementation's achieved GFLOP/s is reported as a fraction of it (a
-bf16 row can exceed 100%: the limit is fp32's). ``x fp32`` divides a bf16 row by the
-same library's fp32 row.
+without them bf16 is emulated and not expected to be faster). The machine's limit, for
+each precision, is the best matmul throughput that TensorFlow or PyTorch reach on the
+very matmuls the model runs (projections, feed-forward and the attention products,
+forward and backward), in float32 for the fp32 rows and in bfloat16 for the bf16 rows;
+each implementation's achieved GFLOP/s is reported as a fraction of the limit of its
+own precision ("of limit"). ``x fp32`` divides a bf16 row by the same library's fp32
+row.
 
 Every implementation runs in its own worker process (its own thread pools and its own
 peak RSS). The workers of one (shape, workload) group are started together and
@@ -72,7 +73,8 @@ IMPLS = {
 DEFAULT_IMPLS = ["bertkit", "bertkit-xla", "keras-hub", "keras-hub-xla", "hf-torch",
                  "bertkit-bf16", "keras-hub-bf16"]
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of bfloat16 matmul units
-MATMUL_WORKERS = ["matmul-tf", "matmul-torch"]
+MATMUL_WORKERS = {"float32": ["matmul-tf", "matmul-torch"],
+                  "bfloat16": ["matmul-tf-bf16", "matmul-torch-bf16"]}
 
 
 # -- FLOPs ----------------------------------------------------------------------------
@@ -272,8 +274,12 @@ def torch_step(policy, shape, workload):
     return train
 
 
-def matmul_probe(library, products):
-    """A function timing each distinct matmul once; returns ``{key: GFLOP/s}``."""
+def matmul_probe(library, products, dtype="float32"):
+    """A function timing each distinct matmul once; returns ``{key: GFLOP/s}``.
+
+    ``dtype`` ``'bfloat16'`` multiplies bfloat16 matrices (on the CPU's bf16 units where
+    it has them), the limit of the bf16 rows.
+    """
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -281,16 +287,19 @@ def matmul_probe(library, products):
     if library == "torch":
         import torch
 
-        pairs = {s: (torch.from_numpy(rng.standard_normal((s[0], s[1], s[2]), "float32")),
-                     torch.from_numpy(rng.standard_normal((s[0], s[2], s[3]), "float32")))
-                 for s in shapes}
+        def tensor(shape):
+            array = torch.from_numpy(rng.standard_normal(shape, "float32"))
+            return array.to(torch.bfloat16) if dtype == "bfloat16" else array
+
+        pairs = {s: (tensor((s[0], s[1], s[2])), tensor((s[0], s[2], s[3]))) for s in shapes}
         run = lambda a, b: torch.matmul(a, b)  # noqa: E731
     else:
         import tensorflow as tf
 
-        pairs = {s: (tf.constant(rng.standard_normal((s[0], s[1], s[2]), "float32")),
-                     tf.constant(rng.standard_normal((s[0], s[2], s[3]), "float32")))
-                 for s in shapes}
+        def tensor(shape):
+            return tf.cast(tf.constant(rng.standard_normal(shape, "float32")), dtype)
+
+        pairs = {s: (tensor((s[0], s[1], s[2])), tensor((s[0], s[2], s[3]))) for s in shapes}
         run = lambda a, b: tf.matmul(a, b).numpy()  # noqa: E731
 
     def probe():
@@ -312,8 +321,9 @@ def worker(args):
     shape = SHAPES[args.shape]
     start = time.perf_counter()
     if args.worker.startswith("matmul-"):
-        probe = matmul_probe(args.worker[len("matmul-"):],
-                             workload_matmuls(shape, args.workload))
+        library = args.worker.split("-")[1]
+        dtype = "bfloat16" if args.worker.endswith("-bf16") else "float32"
+        probe = matmul_probe(library, workload_matmuls(shape, args.workload), dtype)
         probe()
         reply(ready=True, warmup_s=time.perf_counter() - start)
         for line in sys.stdin:
@@ -445,7 +455,10 @@ def check_memory(args):
 
 def measure_group(args, shape, workload, impls):
     """Interleaved repeats of every implementation plus the matmul probes."""
-    names = impls + [name for name in MATMUL_WORKERS if name != "matmul-torch"
+    precisions = {"float32"} | {"bfloat16" for name in impls
+                                if IMPLS[name][2] in ("mixed_bfloat16", "bfloat16")}
+    probes = [name for precision in sorted(precisions) for name in MATMUL_WORKERS[precision]]
+    names = impls + [name for name in probes if "torch" not in name
                      or importlib.util.find_spec("torch") is not None]
     workers, results = [], {name: [] for name in names}
     try:
@@ -468,13 +481,16 @@ def measure_group(args, shape, workload, impls):
     return results
 
 
-def matmul_limit(results, products):
-    """GFLOP/s if every matmul ran at the best rate measured for its shape."""
+def matmul_limit(results, products, precision="float32"):
+    """GFLOP/s if every matmul ran at the best rate measured for its shape in
+    ``precision`` (``(nan, nan)`` when that precision was not probed)."""
     best = {}
-    for name in MATMUL_WORKERS:
+    for name in MATMUL_WORKERS[precision]:
         for sample in results.get(name, []):
             for key, rate in sample["rates"].items():
                 best[key] = max(best.get(key, 0.0), rate)
+    if not best:
+        return float("nan"), float("nan")
     seconds = sum(2.0 * b * m * k * n * c / (best[json.dumps([b, m, k, n])] * 1e9)
                   for b, m, k, n, c in products)
     return flops(products) / seconds / 1e9, max(best.values())
@@ -483,7 +499,9 @@ def matmul_limit(results, products):
 def summarize(shape_name, workload, impls, results):
     shape = SHAPES[shape_name]
     products = workload_matmuls(shape, workload)
-    limit, peak = matmul_limit(results, products)
+    limits = {precision: matmul_limit(results, products, precision)
+              for precision in MATMUL_WORKERS}
+    limit, peak = limits["float32"]
     gflop_per_seq = flops(products) / shape["batch"] / 1e9
     rows = []
     for name in impls:
@@ -495,7 +513,8 @@ def summarize(shape_name, workload, impls, results):
             warmup=results[name + ":warmup"], precision=IMPLS[name][2]))
     peers = [r for r in rows if IMPLS[r["impl"]][0] != "bertkit"]
     for row in rows:
-        row["fraction"] = row["gflops"] / limit
+        own = "float32" if row["precision"] == "float32" else "bfloat16"
+        row["fraction"] = row["gflops"] / limits[own][0]
         # The fastest peer of the same precision (fp32 ones when there is none).
         fp32 = row["precision"] == "float32"
         same = [p["median"] for p in peers if (p["precision"] == "float32") == fp32]
@@ -505,14 +524,19 @@ def summarize(shape_name, workload, impls, results):
         library, xla, _ = IMPLS[row["impl"]]
         own = [r["median"] for r in rows if IMPLS[r["impl"]] == (library, xla, "float32")]
         row["vs_fp32"] = row["median"] / own[0] if own and not fp32 else float("nan")
+    bf16_limit, bf16_peak = limits["bfloat16"]
     return dict(shape=shape_name, workload=workload, limit=limit, peak=peak,
+                bf16_limit=bf16_limit, bf16_peak=bf16_peak,
                 gflop_per_seq=gflop_per_seq, rows=rows)
 
 
 def print_table(summary):
     s = summary
+    bf16 = ("" if s["bf16_limit"] != s["bf16_limit"] else  # NaN: bf16 not probed
+            f"; bf16 limit {s['bf16_limit']:.0f}, best single bf16 matmul {s['bf16_peak']:.0f}")
     print(f"\n{s['shape']} {s['workload']} ({s['gflop_per_seq']:.2f} GFLOP per sequence; "
-          f"matmul limit {s['limit']:.0f} GFLOP/s, best single matmul {s['peak']:.0f})")
+          f"fp32 matmul limit {s['limit']:.0f} GFLOP/s, best single matmul {s['peak']:.0f}"
+          f"{bf16}; 'of limit' is against the row's own precision)")
     header = (f"| {'implementation':<18} | {'seq/s':>7} | {'min-max':>13} | {'x peer':>6} "
               f"| {'x fp32':>6} "
               f"| {'GFLOP/s':>7} | {'of limit':>8} | {'peak RSS':>8} | {'warm-up':>7} |")

@@ -43,6 +43,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from bertkit.layers import graphs_for_converters
 from bertkit.storage import commit_directory
 
 __all__ = ["FORMATS", "SERVING_FILE", "export_model", "input_signature", "serving_function",
@@ -191,7 +192,7 @@ def save_onnx(model, path, outputs=None, opset=ONNX_OPSET):
         raise ImportError(f"ONNX export needs tf2onnx: {_EXTRA_HINT}") from error
     model = float32_twin(model)
     function = serving_function(model, outputs)
-    with _quiet_conversion():
+    with _quiet_conversion(), graphs_for_converters():
         tf2onnx.convert.from_function(function, input_signature=function.input_signature,
                                       opset=opset, output_path=path)
     return path
@@ -209,7 +210,7 @@ def save_openvino(model, path, outputs=None):
         raise ValueError(f"an OpenVINO model path ends with .xml, got {path!r}")
     model = float32_twin(model)
     function = serving_function(model, outputs)
-    with _quiet_conversion():
+    with _quiet_conversion(), graphs_for_converters():
         converted = ov.convert_model(function.get_concrete_function())
         ov.save_model(converted, path, compress_to_fp16=False)
     return path

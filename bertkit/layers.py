@@ -8,6 +8,7 @@ Shapes follow the letter code of Google's ``modeling.py``: B batch, T sequence l
 H hidden size, N attention heads, D width of one head (H = N * D), I intermediate
 size, V vocabulary size, E embedding size.
 """
+import contextlib
 import math
 
 import keras
@@ -17,7 +18,8 @@ from bertkit.positions import relative_position_table, rotary_position_embedding
 
 __all__ = ["gelu_tanh", "gelu_erf", "get_activation", "Embedding", "PositionEmbedding",
            "Dropout", "PaddingMask", "MultiHeadAttention", "FeedForward", "RMSNorm",
-           "BiasAdd", "TakeToken", "ConditionalLayerNormalization"]
+           "BiasAdd", "TakeToken", "LayerNormalization", "ConditionalLayerNormalization",
+           "graphs_for_converters"]
 
 _PACKAGE = "bertkit"
 
@@ -74,6 +76,62 @@ def get_activation(name):
 
 def _initializer(value):
     return keras.initializers.get(value)
+
+
+def _dense(x, kernel, bias=None, activation=None, activation_name=None, training=None):
+    """``activation(x @ kernel + bias)`` over the last axis of ``x``, written the way
+    TensorFlow's oneDNN graph rewrites fuse it.
+
+    The rewrites turn a 2-D ``MatMul`` followed directly by its bias add (and, at
+    inference, by GELU or ReLU written as ``tf.nn`` ops) into one fused matmul whose
+    epilogue adds the bias and applies the activation while the result is still in the
+    matmul's float32 accumulators: no separate pass over a ``[B*T, I]`` tensor, and in
+    bfloat16 no rounding between the matmul and the activation. ``ops.matmul`` on a 3-D
+    input builds a reshape-matmul-reshape whose bias add comes after the second reshape,
+    which no rewrite fuses. In training GELU stays :func:`gelu_erf` (its hand-written
+    gradient), and only the bias is fused.
+    """
+    width = kernel.shape[-1]
+    flat = x if len(x.shape) == 2 else ops.reshape(x, (-1, x.shape[-1]))
+    if keras.backend.backend() != "tensorflow":
+        y = ops.matmul(flat, kernel)
+        y = y if bias is None else y + bias
+        y = y if activation is None else activation(y)
+    else:
+        import tensorflow as tf  # the TensorFlow fast path
+
+        y = tf.matmul(flat, kernel)
+        if bias is not None:
+            y = tf.nn.bias_add(y, bias)
+        fusable = _TENSORFLOW_GRAPH_AIDS[-1] and not training
+        fused = _tf_activations().get(activation_name) if fusable else None
+        if fused is not None:
+            y = fused(y)
+        elif activation is not None:
+            y = activation(y)
+    if len(x.shape) == 2:
+        return y
+    return ops.reshape(y, (*_leading_shape(x), width))
+
+
+def _leading_shape(x):
+    # Every axis but the last: static where known, -1 for a single unknown one.
+    static = list(x.shape[:-1])
+    if sum(d is None for d in static) <= 1:
+        return [-1 if d is None else d for d in static]
+    dynamic = ops.shape(x)
+    return [d if d is not None else dynamic[i] for i, d in enumerate(static)]
+
+
+def _tf_activations():
+    # The activations as the tf.nn ops whose graphs the oneDNN rewrites recognise.
+    import tensorflow as tf
+
+    return {
+        "gelu": lambda y: tf.nn.gelu(y, approximate=False),
+        "gelu_tanh": lambda y: tf.nn.gelu(y, approximate=True),
+        "relu": tf.nn.relu,
+    }
 
 
 @_register
@@ -307,10 +365,9 @@ class MultiHeadAttention(keras.layers.Layer):
 
     def _project(self, x, prefix):
         kernel = ops.cast(getattr(self, f"{prefix}_kernel"), self.compute_dtype)
-        y = ops.matmul(x, kernel)
-        if self.use_bias:
-            y = y + ops.cast(getattr(self, f"{prefix}_bias"), self.compute_dtype)
-        return y
+        bias = (ops.cast(getattr(self, f"{prefix}_bias"), self.compute_dtype)
+                if self.use_bias else None)
+        return _dense(x, kernel, bias)
 
     def _split_heads(self, x):
         # [B, T, N*D] -> [B, T, N, D]
@@ -329,6 +386,10 @@ class MultiHeadAttention(keras.layers.Layer):
             relative = ops.cast(relative_position_table(
                 ops.shape(query)[1], ops.shape(key)[1], self.head_size,
                 self.max_relative_position), self.compute_dtype)       # [T, S, D]
+        if (relative is None and not return_attention_scores
+                and keras.backend.backend() == "tensorflow"):
+            probs = self._fused_probabilities(query, key, attention_mask)
+            return self._attend(probs, value, None, training)
         # [B, T, N, D] x [B, S, N, D] -> [B, N, T, S], in float32 for a stable softmax
         scores = ops.einsum("btnd,bsnd->bnts", query, key)
         if relative is not None:  # q_i . R_ij, added before the scaling as NEZHA does
@@ -340,16 +401,49 @@ class MultiHeadAttention(keras.layers.Layer):
             mask = mask[:, None, None, :] if len(mask.shape) == 2 else mask[:, None]
             scores = scores + (1.0 - mask) * -10000.0
         probs = ops.softmax(scores, axis=-1)
-        dropped = self.dropout(ops.cast(probs, self.compute_dtype), training=training)
+        output = self._attend(ops.cast(probs, self.compute_dtype), value, relative, training)
+        if return_attention_scores:
+            return output, probs
+        return output
+
+    def _fused_probabilities(self, query, key, attention_mask):
+        """The attention probabilities ``[B, N, T, S]`` in the compute dtype, written as
+        the ``BatchMatMulV2 -> AddV2`` pattern that TensorFlow's oneDNN rewrite fuses
+        into one batched matmul: the mask bias is added to its float32 accumulators, and
+        the softmax (oneDNN's, float32 inside) reads the result.
+
+        Under ``mixed_bfloat16`` the scores are rounded to bfloat16 once, where the
+        unfused path also rounded them (the matmul's output) before its float32 softmax.
+        """
+        import tensorflow as tf  # the TensorFlow fast path
+
+        dtype = self.compute_dtype
+        # Scaling the query rather than the scores: a Mul between the batched matmul and
+        # the mask's AddV2 stops the rewrite in most blocks of a model.
+        query = tf.transpose(query, [0, 2, 1, 3])       # [B, N, T, D]
+        key = tf.transpose(key, [0, 2, 1, 3])           # [B, N, S, D]
+        scale = tf.constant(1.0 / math.sqrt(self.head_size), dtype)
+        scores = tf.matmul(query * scale, key, transpose_b=True)
+        if attention_mask is not None:
+            mask = tf.cast(attention_mask, "float32")
+            # A query with every key masked (a sequence of padding only) gets
+            # softmax(scores - 10000) = softmax(scores) in float32; in bfloat16 the shifted
+            # scores would round to one value (uniform weights). Unmasking all its keys
+            # gives it the float32 result; every other row keeps its mask.
+            mask = tf.maximum(mask, 1.0 - tf.reduce_max(mask, axis=-1, keepdims=True))
+            mask = mask[:, None, None, :] if len(mask.shape) == 2 else mask[:, None]
+            scores = scores + tf.cast((1.0 - mask) * -10000.0, dtype)
+        return tf.nn.softmax(scores, axis=-1)
+
+    def _attend(self, probs, value, relative, training):
+        """Dropout on ``probs``, the weighted sum of ``value`` and the output projection."""
+        dropped = self.dropout(probs, training=training)
         # [B, N, T, S] x [B, S, N, D] -> [B, T, N, D] -> [B, T, N*D]
         context = ops.einsum("bnts,bsnd->btnd", dropped, value)
         if relative is not None:  # sum_j p_ij R_ij
             context = context + ops.einsum("bnts,tsd->btnd", dropped, relative)
         context = ops.reshape(context, (ops.shape(context)[0], -1, self.heads * self.head_size))
-        output = self._project(context, "output")
-        if return_attention_scores:
-            return output, probs
-        return output
+        return self._project(context, "output")
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.out_dim)
@@ -417,15 +511,14 @@ class FeedForward(keras.layers.Layer):
             self.output_bias = self.add_weight(shape=(width,), initializer="zeros",
                                                name="output_bias")
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         dtype = self.compute_dtype
-        x = ops.matmul(inputs, ops.cast(self.intermediate_kernel, dtype))
-        if self.use_bias:
-            x = x + ops.cast(self.intermediate_bias, dtype)
-        x = ops.matmul(self.activation_fn(x), ops.cast(self.output_kernel, dtype))
-        if self.use_bias:
-            x = x + ops.cast(self.output_bias, dtype)
-        return x
+        cast = lambda weight: ops.cast(weight, dtype)  # noqa: E731
+        x = _dense(inputs, cast(self.intermediate_kernel),
+                   cast(self.intermediate_bias) if self.use_bias else None,
+                   self.activation_fn, self.activation, training=training)
+        return _dense(x, cast(self.output_kernel),
+                      cast(self.output_bias) if self.use_bias else None)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -505,6 +598,90 @@ class TakeToken(keras.layers.Layer):
         return config
 
 
+_TENSORFLOW_GRAPH_AIDS = [True]
+
+
+@contextlib.contextmanager
+def graphs_for_converters():
+    """Within the block, layers trace graphs without the ops that only serve TensorFlow's
+    own rewrites, for converting a traced function to another runtime: the layer norm's
+    ``PlaceholderWithDefault`` (tf2onnx refuses it) and ``tf.nn.gelu``, whose ``Erfc``
+    ONNX lacks (GELU is then :func:`gelu_erf`).
+
+    Example:
+
+    >>> with graphs_for_converters():
+    ...     tf2onnx.convert.from_function(serving_function(model), ...)
+    """
+    _TENSORFLOW_GRAPH_AIDS.append(False)
+    try:
+        yield
+    finally:
+        _TENSORFLOW_GRAPH_AIDS.pop()
+
+
+def _normalize(x, epsilon, fusable=True):
+    """``(x - mean) / sqrt(variance + epsilon)`` over the last axis, statistics in float32.
+
+    On TensorFlow this is the graph of the fused Keras 2 layer norm: the rows reshaped
+    to the channels of a ``[1, rows, width, 1]`` batch norm in training mode. Its
+    statistics are float32 for a bfloat16 input too (no casts of the activations), and
+    followed by ``* gamma + beta`` it is the pattern TensorFlow's oneDNN rewrite turns
+    into one ``_MklLayerNorm`` at inference (a sixth of the time of the ten separate
+    ops; in training the batch norm and its gradient run as they are). The raw op is
+    used because ``tf.nn.fused_batch_norm`` raises ``epsilon`` to 1.001e-5, and BERT's
+    is 1e-12. ``fusable=False`` keeps the rewrite away, for a caller whose gain is not a
+    ``[width]`` vector (the rewrite does not check, and its kernel then fails).
+    """
+    if keras.backend.backend() != "tensorflow":
+        x32 = ops.cast(x, "float32")
+        mean = ops.mean(x32, axis=-1, keepdims=True)
+        variance = ops.var(x32, axis=-1, keepdims=True)
+        return ops.cast((x32 - mean) * ops.rsqrt(variance + epsilon), x.dtype)
+    import tensorflow as tf  # the TensorFlow fast path
+
+    shape = tf.shape(x)
+    # The rewrite looks for the Fill ops below; with a static input shape, constant
+    # folding would turn them into constants first. A PlaceholderWithDefault is never
+    # folded, so the row count stays a runtime value whatever the shape.
+    rows = tf.reduce_prod(shape[:-1])
+    if _TENSORFLOW_GRAPH_AIDS[-1]:
+        rows = tf.raw_ops.PlaceholderWithDefault(input=rows, shape=[])
+    y = tf.reshape(x, tf.stack([1, rows, shape[-1], 1]))
+    fill = tf.fill if fusable else lambda dims, value: tf.broadcast_to(value, dims)
+    ones = fill(tf.expand_dims(rows, 0), 1.0)
+    zeros = fill(tf.expand_dims(rows, 0), 0.0)
+    empty = tf.constant([], "float32")
+    y = tf.raw_ops.FusedBatchNormV3(x=y, scale=ones, offset=zeros, mean=empty, variance=empty,
+                                    epsilon=epsilon, data_format="NCHW", is_training=True)[0]
+    return tf.reshape(y, shape)
+
+
+@_register
+class LayerNormalization(keras.layers.LayerNormalization):
+    """``keras.layers.LayerNormalization`` (same weights, arguments and config) that
+    TensorFlow computes as one fused op.
+
+    Over the last axis with both ``gamma`` and ``beta`` it normalises through
+    :func:`_normalize`, statistics in float32, then applies ``gamma`` and ``beta`` in the
+    compute dtype; any other configuration is Keras's own layer.
+
+    Example:
+
+    >>> y = LayerNormalization(epsilon=1e-12, name='Embedding-Norm')(x)
+    """
+
+    def call(self, inputs):
+        axis = self.axis if isinstance(self.axis, int) else tuple(self.axis)
+        last = axis in (-1, len(inputs.shape) - 1, (-1,), (len(inputs.shape) - 1,))
+        if not (last and self.center and self.scale) or self.rms_scaling:
+            return super().call(inputs)
+        x = ops.cast(inputs, self.compute_dtype)
+        dtype = self.compute_dtype
+        return _normalize(x, self.epsilon) * ops.cast(self.gamma, dtype) + ops.cast(self.beta,
+                                                                                   dtype)
+
+
 @_register
 class ConditionalLayerNormalization(keras.layers.Layer):
     """Layer normalization whose gain and bias are shifted by a condition vector.
@@ -517,8 +694,9 @@ class ConditionalLayerNormalization(keras.layers.Layer):
     checkpoint, exactly the pretrained norm) until training moves them. This is the
     "conditional layer normalization" of bert4keras (Su Jianlin), used to feed a
     subject into the object pointer of a triple extractor or a class into a generator.
-    Without ``condition`` the layer is the plain layer norm. Statistics are computed in
-    float32 whatever the compute dtype, as Keras's ``LayerNormalization`` does.
+    Without ``condition`` the layer is the plain layer norm (:class:`LayerNormalization`'s
+    fused path). Statistics are computed in float32 whatever the compute dtype, and with a
+    condition the gain and bias are applied in float32 too.
 
     Weights, in this order: ``gamma`` and ``beta`` (shaped and named as those of
     ``keras.layers.LayerNormalization``, so checkpoint tables map onto them), then
@@ -572,21 +750,21 @@ class ConditionalLayerNormalization(keras.layers.Layer):
                                            name="beta_kernel")
 
     def call(self, inputs, condition=None):
-        x = ops.cast(inputs, "float32")
-        mean = ops.mean(x, axis=-1, keepdims=True)
-        variance = ops.var(x, axis=-1, keepdims=True)
-        normed = (x - mean) * ops.rsqrt(variance + self.epsilon)
+        if condition is None:  # the plain layer norm, fused where TensorFlow can
+            dtype = self.compute_dtype
+            normed = _normalize(ops.cast(inputs, dtype), self.epsilon)
+            return normed * ops.cast(self.gamma, dtype) + ops.cast(self.beta, dtype)
+        if self.condition_size is None:
+            raise ValueError(f"{self.name} was built without a condition; call it with "
+                             "`condition=` the first time too")
+        normed = _normalize(ops.cast(inputs, "float32"), self.epsilon, fusable=False)
         gamma, beta = ops.cast(self.gamma, "float32"), ops.cast(self.beta, "float32")
-        if condition is not None:
-            if self.condition_size is None:
-                raise ValueError(f"{self.name} was built without a condition; call it with "
-                                 "`condition=` the first time too")
-            shift_gamma, shift_beta = self._condition_shifts(condition)
-            # [B, H] -> [B, 1, ..., H] to broadcast over the positions of `inputs`.
-            for _ in range(len(x.shape) - len(shift_gamma.shape)):
-                shift_gamma = ops.expand_dims(shift_gamma, 1)
-                shift_beta = ops.expand_dims(shift_beta, 1)
-            gamma, beta = gamma + shift_gamma, beta + shift_beta
+        shift_gamma, shift_beta = self._condition_shifts(condition)
+        # [B, H] -> [B, 1, ..., H] to broadcast over the positions of `inputs`.
+        for _ in range(len(normed.shape) - len(shift_gamma.shape)):
+            shift_gamma = ops.expand_dims(shift_gamma, 1)
+            shift_beta = ops.expand_dims(shift_beta, 1)
+        gamma, beta = gamma + shift_gamma, beta + shift_beta
         return ops.cast(normed * gamma + beta, self.compute_dtype)
 
     def _condition_shifts(self, condition):

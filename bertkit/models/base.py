@@ -178,7 +178,7 @@ class Transformer:
         """The layer norm ``name`` on ``x``; conditional when ``layer_norm_cond`` is set."""
         epsilon = self.config.layer_norm_eps
         if self.layer_norm_cond is None:
-            return self.apply(x, keras.layers.LayerNormalization, name, epsilon=epsilon)
+            return self.apply(x, bk_layers.LayerNormalization, name, epsilon=epsilon)
         return self.apply(x, bk_layers.ConditionalLayerNormalization, name,
                           arguments={"condition": self.layer_norm_cond}, epsilon=epsilon,
                           hidden_units=self.layer_norm_cond_hidden_size,

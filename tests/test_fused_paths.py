@@ -1,0 +1,168 @@
+"""The layers' TensorFlow fast paths: the graphs oneDNN's rewrites fuse, and their numerics.
+
+``bertkit.layers`` writes the dense layers, the layer norm and the attention scores as
+the op patterns TensorFlow's oneDNN graph rewrites turn into fused kernels. The values
+are checked against numpy written here; the rewrite itself is checked on the graph
+TensorFlow actually ran (its partition graphs after optimisation), since a change in
+either Keras or TensorFlow that breaks a pattern would otherwise only show as a slower
+benchmark.
+"""
+import collections
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.python.eager import context
+
+from bertkit import layers as bk_layers
+from bertkit.models import build_transformer_model
+
+
+def numpy_layer_norm(x, gamma, beta, epsilon):
+    x = np.asarray(x, np.float64)
+    mean = x.mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(x.var(-1, keepdims=True) + epsilon) * gamma + beta
+
+
+def numpy_gelu(x, approximate=False):
+    x = np.asarray(x, np.float64)
+    if approximate:
+        return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+    return 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 16), (7, 16)])
+@pytest.mark.parametrize("static", [True, False])
+def test_layer_norm_matches_numpy_values_and_gradients(shape, static):
+    rng = np.random.default_rng(0)
+    x = rng.normal(2.0, 3.0, shape).astype("float32")
+    # Variance 1e-4: an epsilon raised to 1e-5 (as tf.nn.fused_batch_norm does) is off by 5%.
+    x[0] = 1.0 + 1e-2 * rng.standard_normal(shape[-1])
+    gamma = rng.uniform(0.5, 1.5, shape[-1]).astype("float32")
+    beta = rng.normal(size=shape[-1]).astype("float32")
+    weight = rng.normal(size=shape).astype("float32")
+    layer = bk_layers.LayerNormalization(epsilon=1e-12)
+    layer.build(shape)
+    layer.set_weights([gamma, beta])
+    spec = tf.TensorSpec(shape if static else [None] * len(shape), "float32")
+
+    @tf.function(input_signature=[spec])
+    def run(inputs):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            y = layer(inputs)
+            loss = tf.reduce_sum(y * weight)
+        return (y, *tape.gradient(loss, [inputs, layer.gamma, layer.beta]))
+
+    y, dx, dgamma, dbeta = (t.numpy() for t in run(tf.constant(x)))
+    np.testing.assert_allclose(y, numpy_layer_norm(x, gamma, beta, 1e-12), atol=2e-5)
+    # Gradients of sum(w * LN(x)) from the closed form.
+    x64 = x.astype(np.float64)
+    centered = x64 - x64.mean(-1, keepdims=True)
+    inv = 1 / np.sqrt(x64.var(-1, keepdims=True) + 1e-12)
+    normed = centered * inv
+    g = weight * gamma
+    expected_dx = inv * (g - g.mean(-1, keepdims=True)
+                         - normed * (g * normed).mean(-1, keepdims=True))
+    axes = tuple(range(len(shape) - 1))
+    np.testing.assert_allclose(dx, expected_dx, rtol=1e-3, atol=1e-3 * np.abs(expected_dx).max())
+    np.testing.assert_allclose(dgamma, (weight * normed).sum(axes), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dbeta, weight.sum(axes), rtol=1e-5, atol=1e-4)
+
+
+def test_layer_norm_in_bfloat16_takes_its_statistics_in_float32():
+    rng = np.random.default_rng(1)
+    x = rng.normal(100.0, 0.5, (4, 6, 64)).astype("float32")  # mean far above the spread
+    layer = bk_layers.LayerNormalization(epsilon=1e-12, dtype="mixed_bfloat16")
+    x_bf16 = tf.cast(x, "bfloat16")
+    y = layer(x_bf16)
+    assert y.dtype == tf.bfloat16
+    ref = numpy_layer_norm(tf.cast(x_bf16, "float32").numpy(), 1.0, 0.0, 1e-12)
+    # Within bfloat16 rounding of the output (values of order 1 to 3): statistics taken in
+    # bfloat16 would be off by whole units here.
+    assert np.abs(tf.cast(y, "float32").numpy() - ref).max() < 0.02
+
+
+def test_layer_norm_is_keras_layer_norm_in_config_and_weights():
+    layer = bk_layers.LayerNormalization(epsilon=1e-12, name="Embedding-Norm")
+    layer.build((None, None, 8))
+    assert [w.path.split("/")[-1] for w in layer.weights] == ["gamma", "beta"]
+    keras_layer = keras.layers.LayerNormalization(epsilon=1e-12, name="Embedding-Norm")
+    keras_layer.build((None, None, 8))
+    assert layer.get_config() == keras_layer.get_config()
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert type(clone) is bk_layers.LayerNormalization
+    # Configurations the fused path does not cover fall back to Keras's own layer.
+    x = np.random.default_rng(2).normal(size=(2, 3, 8)).astype("float32")
+    no_center = bk_layers.LayerNormalization(center=False, epsilon=1e-3)
+    np.testing.assert_allclose(no_center(x), numpy_layer_norm(x, 1.0, 0.0, 1e-3), atol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh", "relu"])
+@pytest.mark.parametrize("shape", [(2, 5, 8), (6, 8)])
+def test_feed_forward_matches_numpy_at_inference_and_in_training(activation, shape):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=shape).astype("float32")
+    layer = bk_layers.FeedForward(12, activation=activation)
+    layer.build(shape)
+    w1, b1, w2, b2 = (rng.normal(size=w.shape).astype("float32") * 0.5 for w in layer.weights)
+    layer.set_weights([w1, b1, w2, b2])
+    hidden = x @ w1 + b1
+    if activation == "relu":
+        hidden = np.maximum(hidden, 0)
+    else:
+        hidden = numpy_gelu(hidden, approximate=activation == "gelu_tanh")
+    expected = hidden @ w2 + b2
+    for training in (False, True):
+        out = tf.function(lambda t: layer(t, training=training))(tf.constant(x))
+        assert out.shape == shape
+        np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_dense_keeps_unknown_leading_axes():
+    layer = bk_layers.FeedForward(4)
+    layer.build((None, None, 3))
+    run = tf.function(layer, input_signature=[tf.TensorSpec([None, None, 3], "float32")])
+    assert run.get_concrete_function().structured_outputs.shape.as_list() == [None, None, 3]
+    assert run(tf.zeros((2, 7, 3))).shape == (2, 7, 3)
+
+
+def ran_ops(function, *args):
+    """Op types of the graphs TensorFlow ran for ``function(*args)``, after its rewrites."""
+    context.enable_graph_collection()
+    try:
+        function(*args)
+        metadata = context.export_run_metadata()
+    finally:
+        context.disable_graph_collection()
+    nodes = [node for graph in metadata.partition_graphs for node in graph.node]
+    fused = collections.Counter(tuple(s.decode() for s in node.attr["fused_ops"].list.s)
+                                for node in nodes if node.op == "_MklNativeFusedMatMul")
+    return collections.Counter(node.op for node in nodes), fused
+
+
+onednn = pytest.mark.skipif(
+    os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") == "0"
+    or not tf.sysconfig.get_build_info().get("is_mkl_build", True),
+    reason="TensorFlow's oneDNN rewrites are off (TF_ENABLE_ONEDNN_OPTS=0)")
+
+
+@onednn
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_inference_graph_runs_the_fused_kernels(policy):
+    layers = 3
+    model = build_transformer_model(vocab_size=50, hidden_size=32, num_hidden_layers=layers,
+                                    num_attention_heads=4, intermediate_size=64, dtype=policy)
+    token_ids = np.random.default_rng(4).integers(1, 50, (2, 9))
+    token_ids[1, 5:] = 0
+    ops, fused = ran_ops(model.predict_on_batch, [token_ids, np.zeros_like(token_ids)])
+    if not any("Mkl" in op for op in ops):
+        pytest.skip("this TensorFlow build does not rewrite to oneDNN kernels")
+    assert ops["_MklLayerNorm"] == 2 * layers + 1           # embeddings and two per block
+    assert ops["_MklFusedBatchMatMulV2"] == layers           # scores with the mask bias
+    assert fused[("BiasAdd", "GeluExact")] == layers         # feed-forward in
+    assert fused[("BiasAdd",)] == 5 * layers                 # q, k, v, output, ff out
+    assert not {"Erf", "Erfc", "FusedBatchNormV3", "MatMul", "BiasAdd"} & set(ops)
