@@ -166,3 +166,36 @@ def test_inference_graph_runs_the_fused_kernels(policy):
     assert fused[("BiasAdd", "GeluExact")] == layers         # feed-forward in
     assert fused[("BiasAdd",)] == 5 * layers                 # q, k, v, output, ff out
     assert not {"Erf", "Erfc", "FusedBatchNormV3", "MatMul", "BiasAdd"} & set(ops)
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_feed_forward_gradients_match_numpy_and_sum_the_bias_gradient_in_float32(policy):
+    # 2,048 rows, as in a BERT-base batch: a bias gradient summed in bfloat16 (as
+    # TensorFlow's BiasAddGrad sums it) is off by several percent there.
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(16, 128, 8)).astype("float32")
+    layer = bk_layers.FeedForward(12, activation="linear", dtype=policy)
+    layer.build(x.shape)
+    weights = [rng.normal(size=w.shape).astype("float32") * 0.5 for w in layer.weights]
+    layer.set_weights(weights)
+    upstream = rng.normal(1.0, 1.0, size=(16, 128, 8)).astype("float32")
+
+    @tf.function
+    def gradients(inputs):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            y = tf.cast(layer(inputs, training=True), "float32")
+            loss = tf.reduce_sum(y * upstream)
+        return tape.gradient(loss, [inputs, *layer.trainable_weights])
+
+    got = [t.numpy() for t in gradients(tf.constant(x))]
+    w1, b1, w2, _ = (w.astype(np.float64) for w in weights)
+    rows, dy = x.reshape(-1, 8).astype(np.float64), upstream.reshape(-1, 8)
+    hidden = rows @ w1 + b1
+    dhidden = dy @ w2.T
+    expected = [(dhidden @ w1.T).reshape(x.shape), rows.T @ dhidden, dhidden.sum(0),
+                hidden.T @ dy, dy.sum(0)]
+    bound = 1e-4 if policy == "float32" else 2e-2
+    for name, g, e in zip(["x", "kernel 1", "bias 1", "kernel 2", "bias 2"], got, expected):
+        error = np.abs(g - e).max() / np.abs(e).max()
+        assert error < bound, f"{policy} gradient of {name}: relative error {error:.2e}"
