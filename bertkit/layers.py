@@ -8,12 +8,12 @@ Shapes follow the letter code of Google's ``modeling.py``: B batch, T sequence l
 H hidden size, N attention heads, D width of one head (H = N * D), I intermediate
 size, V vocabulary size, E embedding size.
 """
-import contextlib
 import math
 
 import keras
 from keras import ops
 
+from bertkit._fused import dense, graphs_for_converters, normalize  # noqa: F401 (re-exported)
 from bertkit.positions import relative_position_table, rotary_position_embedding
 
 __all__ = ["gelu_tanh", "gelu_erf", "get_activation", "Embedding", "PositionEmbedding",
@@ -76,90 +76,6 @@ def get_activation(name):
 
 def _initializer(value):
     return keras.initializers.get(value)
-
-
-def _dense(x, kernel, bias=None, activation=None, activation_name=None, training=None):
-    """``activation(x @ kernel + bias)`` over the last axis of ``x``, written the way
-    TensorFlow's oneDNN graph rewrites fuse it.
-
-    The rewrites turn a 2-D ``MatMul`` followed directly by its bias add (and, at
-    inference, by GELU or ReLU written as ``tf.nn`` ops) into one fused matmul whose
-    epilogue adds the bias and applies the activation while the result is still in the
-    matmul's float32 accumulators: no separate pass over a ``[B*T, I]`` tensor, and in
-    bfloat16 no rounding between the matmul and the activation. ``ops.matmul`` on a 3-D
-    input builds a reshape-matmul-reshape whose bias add comes after the second reshape,
-    which no rewrite fuses. In training GELU stays :func:`gelu_erf` (its hand-written
-    gradient), and the matmul and bias add get the gradient of :func:`_biased_matmul`.
-    """
-    width = kernel.shape[-1]
-    flat = x if len(x.shape) == 2 else ops.reshape(x, (-1, x.shape[-1]))
-    if keras.backend.backend() != "tensorflow":
-        y = ops.matmul(flat, kernel)
-        y = y if bias is None else y + bias
-        y = y if activation is None else activation(y)
-    else:
-        import tensorflow as tf  # the TensorFlow fast path
-
-        if bias is None:
-            y = tf.matmul(flat, kernel)
-        elif training:
-            y = _biased_matmul(flat, kernel, bias)
-        else:
-            y = tf.nn.bias_add(tf.matmul(flat, kernel), bias)
-        fusable = _TENSORFLOW_GRAPH_AIDS[-1] and not training
-        fused = _tf_activations().get(activation_name) if fusable else None
-        if fused is not None:
-            y = fused(y)
-        elif activation is not None:
-            y = activation(y)
-    if len(x.shape) == 2:
-        return y
-    return ops.reshape(y, (*_leading_shape(x), width))
-
-
-def _biased_matmul(x, kernel, bias):
-    """``x @ kernel + bias`` for 2-D ``x``, with the bias gradient summed by a matmul.
-
-    TensorFlow's ``BiasAddGrad`` sums a bfloat16 gradient in bfloat16: over the 2,048
-    rows of a BERT-base batch its result is off by 6-8% (against a float32 sum), and it
-    is slower than a matmul. Here the bias gradient is ``ones @ dy``, which oneDNN
-    accumulates in float32 (one rounding, 0.3%), in half of ``BiasAddGrad``'s time on
-    the matrix units. The forward pass is the fused matmul and bias add; the other two
-    gradients are the matmul's own.
-    """
-    import tensorflow as tf
-
-    @tf.custom_gradient
-    def biased_matmul(x, kernel, bias):
-        def grad(upstream):
-            ones = tf.ones(tf.stack([1, tf.shape(upstream)[0]]), upstream.dtype)
-            return (tf.matmul(upstream, kernel, transpose_b=True),
-                    tf.matmul(x, upstream, transpose_a=True),
-                    tf.reshape(tf.matmul(ones, upstream), [-1]))
-
-        return tf.nn.bias_add(tf.matmul(x, kernel), bias), grad
-
-    return biased_matmul(x, kernel, bias)
-
-
-def _leading_shape(x):
-    # Every axis but the last: static where known, -1 for a single unknown one.
-    static = list(x.shape[:-1])
-    if sum(d is None for d in static) <= 1:
-        return [-1 if d is None else d for d in static]
-    dynamic = ops.shape(x)
-    return [d if d is not None else dynamic[i] for i, d in enumerate(static)]
-
-
-def _tf_activations():
-    # The activations as the tf.nn ops whose graphs the oneDNN rewrites recognise.
-    import tensorflow as tf
-
-    return {
-        "gelu": lambda y: tf.nn.gelu(y, approximate=False),
-        "gelu_tanh": lambda y: tf.nn.gelu(y, approximate=True),
-        "relu": tf.nn.relu,
-    }
 
 
 @_register
@@ -395,7 +311,7 @@ class MultiHeadAttention(keras.layers.Layer):
         kernel = ops.cast(getattr(self, f"{prefix}_kernel"), self.compute_dtype)
         bias = (ops.cast(getattr(self, f"{prefix}_bias"), self.compute_dtype)
                 if self.use_bias else None)
-        return _dense(x, kernel, bias, training=training)
+        return dense(x, kernel, bias, training=training)
 
     def _split_heads(self, x):
         # [B, T, N*D] -> [B, T, N, D]
@@ -543,10 +459,10 @@ class FeedForward(keras.layers.Layer):
     def call(self, inputs, training=None):
         dtype = self.compute_dtype
         cast = lambda weight: ops.cast(weight, dtype)  # noqa: E731
-        x = _dense(inputs, cast(self.intermediate_kernel),
+        x = dense(inputs, cast(self.intermediate_kernel),
                    cast(self.intermediate_bias) if self.use_bias else None,
                    self.activation_fn, self.activation, training=training)
-        return _dense(x, cast(self.output_kernel),
+        return dense(x, cast(self.output_kernel),
                       cast(self.output_bias) if self.use_bias else None, training=training)
 
     def compute_output_shape(self, input_shape):
@@ -627,72 +543,13 @@ class TakeToken(keras.layers.Layer):
         return config
 
 
-_TENSORFLOW_GRAPH_AIDS = [True]
-
-
-@contextlib.contextmanager
-def graphs_for_converters():
-    """Within the block, layers trace graphs without the ops that only serve TensorFlow's
-    own rewrites, for converting a traced function to another runtime: the layer norm's
-    ``PlaceholderWithDefault`` (tf2onnx refuses it) and ``tf.nn.gelu``, whose ``Erfc``
-    ONNX lacks (GELU is then :func:`gelu_erf`).
-
-    Example:
-
-    >>> with graphs_for_converters():
-    ...     tf2onnx.convert.from_function(serving_function(model), ...)
-    """
-    _TENSORFLOW_GRAPH_AIDS.append(False)
-    try:
-        yield
-    finally:
-        _TENSORFLOW_GRAPH_AIDS.pop()
-
-
-def _normalize(x, epsilon, fusable=True):
-    """``(x - mean) / sqrt(variance + epsilon)`` over the last axis, statistics in float32.
-
-    On TensorFlow this is the graph of the fused Keras 2 layer norm: the rows reshaped
-    to the channels of a ``[1, rows, width, 1]`` batch norm in training mode. Its
-    statistics are float32 for a bfloat16 input too (no casts of the activations), and
-    followed by ``* gamma + beta`` it is the pattern TensorFlow's oneDNN rewrite turns
-    into one ``_MklLayerNorm`` at inference (a sixth of the time of the ten separate
-    ops; in training the batch norm and its gradient run as they are). The raw op is
-    used because ``tf.nn.fused_batch_norm`` raises ``epsilon`` to 1.001e-5, and BERT's
-    is 1e-12. ``fusable=False`` keeps the rewrite away, for a caller whose gain is not a
-    ``[width]`` vector (the rewrite does not check, and its kernel then fails).
-    """
-    if keras.backend.backend() != "tensorflow":
-        x32 = ops.cast(x, "float32")
-        mean = ops.mean(x32, axis=-1, keepdims=True)
-        variance = ops.var(x32, axis=-1, keepdims=True)
-        return ops.cast((x32 - mean) * ops.rsqrt(variance + epsilon), x.dtype)
-    import tensorflow as tf  # the TensorFlow fast path
-
-    shape = tf.shape(x)
-    # The rewrite looks for the Fill ops below; with a static input shape, constant
-    # folding would turn them into constants first. A PlaceholderWithDefault is never
-    # folded, so the row count stays a runtime value whatever the shape.
-    rows = tf.reduce_prod(shape[:-1])
-    if _TENSORFLOW_GRAPH_AIDS[-1]:
-        rows = tf.raw_ops.PlaceholderWithDefault(input=rows, shape=[])
-    y = tf.reshape(x, tf.stack([1, rows, shape[-1], 1]))
-    fill = tf.fill if fusable else lambda dims, value: tf.broadcast_to(value, dims)
-    ones = fill(tf.expand_dims(rows, 0), 1.0)
-    zeros = fill(tf.expand_dims(rows, 0), 0.0)
-    empty = tf.constant([], "float32")
-    y = tf.raw_ops.FusedBatchNormV3(x=y, scale=ones, offset=zeros, mean=empty, variance=empty,
-                                    epsilon=epsilon, data_format="NCHW", is_training=True)[0]
-    return tf.reshape(y, shape)
-
-
 @_register
 class LayerNormalization(keras.layers.LayerNormalization):
     """``keras.layers.LayerNormalization`` (same weights, arguments and config) that
     TensorFlow computes as one fused op.
 
     Over the last axis with both ``gamma`` and ``beta`` it normalises through
-    :func:`_normalize`, statistics in float32, then applies ``gamma`` and ``beta`` in the
+    :func:`bertkit._fused.normalize`, statistics in float32, then applies ``gamma`` and ``beta`` in the
     compute dtype; any other configuration is Keras's own layer.
 
     Example:
@@ -707,7 +564,7 @@ class LayerNormalization(keras.layers.LayerNormalization):
             return super().call(inputs)
         x = ops.cast(inputs, self.compute_dtype)
         dtype = self.compute_dtype
-        return _normalize(x, self.epsilon) * ops.cast(self.gamma, dtype) + ops.cast(self.beta,
+        return normalize(x, self.epsilon) * ops.cast(self.gamma, dtype) + ops.cast(self.beta,
                                                                                    dtype)
 
 
@@ -781,12 +638,12 @@ class ConditionalLayerNormalization(keras.layers.Layer):
     def call(self, inputs, condition=None):
         if condition is None:  # the plain layer norm, fused where TensorFlow can
             dtype = self.compute_dtype
-            normed = _normalize(ops.cast(inputs, dtype), self.epsilon)
+            normed = normalize(ops.cast(inputs, dtype), self.epsilon)
             return normed * ops.cast(self.gamma, dtype) + ops.cast(self.beta, dtype)
         if self.condition_size is None:
             raise ValueError(f"{self.name} was built without a condition; call it with "
                              "`condition=` the first time too")
-        normed = _normalize(ops.cast(inputs, "float32"), self.epsilon, fusable=False)
+        normed = normalize(ops.cast(inputs, "float32"), self.epsilon, fusable=False)
         gamma, beta = ops.cast(self.gamma, "float32"), ops.cast(self.beta, "float32")
         shift_gamma, shift_beta = self._condition_shifts(condition)
         # [B, H] -> [B, 1, ..., H] to broadcast over the positions of `inputs`.
