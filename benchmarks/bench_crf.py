@@ -39,25 +39,13 @@ import tensorflow as tf  # noqa: E402
 from bertkit.models import build_transformer_model  # noqa: E402
 from bertkit.tasks.tagging import (ConditionalRandomField, CRFTaggingHead,  # noqa: E402
                                    SoftmaxTaggingHead)
+from _common import cpu_name  # noqa: E402  (benchmarks/_common.py)
 
 SHAPE = dict(vocab_size=21128, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
              intermediate_size=1024)
 TYPES = ["PER", "LOC", "ORG"]
 TAGS = 1 + 2 * len(TYPES)
 
-
-def cpu_name():
-    """The CPU's model name from ``/proc/cpuinfo`` (or the platform's)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown CPU"
 
 
 def batch(size, length, seed=0):

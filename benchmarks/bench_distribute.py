@@ -22,7 +22,6 @@ graph). Run it on a quiet machine: another job on a core distorts the ratios.
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -33,22 +32,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "examples"))
+from _common import cpu_name  # noqa: E402  (benchmarks/_common.py)
 TAG = "@@bench "
 SMALL = dict(vocab_size=21128, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
              intermediate_size=1024, hidden_act="gelu", max_position_embeddings=512,
              type_vocab_size=2, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
 
-
-def cpu_name():
-    """The CPU's model name from ``/proc/cpuinfo`` (or the platform's)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def worker(args):

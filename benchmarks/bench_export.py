@@ -34,7 +34,6 @@ is imported from this checkout:
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from _common import cpu_name  # noqa: E402  (benchmarks/_common.py)
 TAG = "@@bench "
 THREADS = 2
 
@@ -59,15 +59,6 @@ IMPLS = ["keras", "keras-bf16", "saved_model", "saved_model-bf16", "onnxruntime"
          "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8", "keras-hub",
          "keras-hub-bf16"]
 
-
-def cpu_name():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def cpu_flags():

@@ -39,13 +39,14 @@ import ctypes
 import importlib.util
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _common import cpu_name  # benchmarks/_common.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 TAG = "@@bench "
@@ -604,7 +605,7 @@ def main(argv=None):
         parser.error(f"unknown --impls {unknown}; known: {', '.join(IMPLS)}")
     args.log_dir = args.log_dir or tempfile.mkdtemp(prefix="bench_model_")
     os.makedirs(args.log_dir, exist_ok=True)
-    print(f"{time.strftime('%Y-%m-%d %H:%M')}, {platform.processor() or platform.machine()}, "
+    print(f"{time.strftime('%Y-%m-%d %H:%M')}, {cpu_name()}, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; "
           f"{args.repeats} interleaved repeats of >= {args.min_time:g} s; logs in {args.log_dir}",
           flush=True)

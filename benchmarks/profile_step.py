@@ -20,7 +20,6 @@ import argparse
 import collections
 import glob
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT)]  # this checkout's bertkit, not an installed one
 
 import bench_model  # noqa: E402  (the same model shapes and steps)
+from _common import cpu_name  # noqa: E402
 
 # Events of the executor and the profiler's own bookkeeping, not ops.
 NOT_OPS = {"Process", "Run", "StartRegion", "StopRegion", "Record"}
@@ -102,7 +102,7 @@ def main(argv=None):
     times = op_times(logdir, args.steps, args.by)
 
     useful = bench_model.flops(bench_model.workload_matmuls(shape, args.workload)) / 1e9
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+    print(f"{cpu_name()}, {os.cpu_count()} cores, "
           f"{bench_model.describe_bf16_support()}")
     print(f"{args.shape} {args.workload} {args.policy}, batch {shape['batch']} x "
           f"{shape['seq']}: {seconds * 1e3:.1f} ms a step, {shape['batch'] / seconds:.2f} seq/s, "
