@@ -9,7 +9,9 @@ intermediate 1024, vocabulary 21128, batch 32, sequence 128, dropout 0.1) with
   LR (layer-wise decay 0.9) + EMA + gradient accumulation (2 steps), i.e. one update
   every second step; the step time is the mean over both kinds of step;
 - ``stack-every-step``: the same without gradient accumulation, so that every step
-  pays for a full update (the worst case).
+  pays for a full update (the worst case);
+- ``stack-op-by-op``: ``stack-every-step`` with Adam's fused kernel declined, i.e. the
+  captured op-by-op step (what layer adaptation or lazy optimization run on).
 
 A second table times the optimizer's update alone (``optimizer.apply`` on the
 gradients of one backward pass), which is what the extensions add to.
@@ -21,6 +23,7 @@ and their ratios to ``keras-adam``.
 
     python benchmarks/bench_optimizers.py                  # ~8 min on 2 cores
     python benchmarks/bench_optimizers.py --rounds 3 --steps 6 --jit
+    python benchmarks/bench_optimizers.py --shape base --update-only   # BERT-base, 110M
 """
 import argparse
 import os
@@ -30,6 +33,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _common import cpu_name  # noqa: E402  (benchmarks/_common.py)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -40,8 +44,13 @@ from bertkit.ema import extend_with_exponential_moving_average  # noqa: E402
 from bertkit.schedules import layerwise_lr_decay  # noqa: E402
 from bertkit.models import build_transformer_model  # noqa: E402
 
-SHAPE = dict(vocab_size=21128, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
-             intermediate_size=1024)
+SHAPES = {
+    "small": dict(vocab_size=21128, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                  intermediate_size=1024),
+    "base": dict(vocab_size=21128, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                 intermediate_size=3072),
+}
+SHAPE = dict(SHAPES["small"])  # set from --shape in main()
 
 
 def classifier():
@@ -58,11 +67,16 @@ def optimizers(model):
     options = dict(weight_decay_rate=0.01, exclude_from_weight_decay=["Norm", "bias"],
                    lr_schedule={100: 1.0, 1000: 0.1}, ema_momentum=0.999,
                    paramwise_lr_schedule=layerwise_lr_decay(model, decay=0.9))
+    class OpByOp(stack):
+        def apply_step_in_place(self, *args, **kwargs):
+            return False  # decline the fused kernel: the captured op-by-op step
+
     return {
         "keras-adam": keras.optimizers.Adam(1e-4),
         "bertkit-adam": bo.Adam(1e-4),
         "stack": bo.extend_with_gradient_accumulation(stack)(1e-4, grad_accum_steps=2, **options),
         "stack-every-step": stack(1e-4, **options),
+        "stack-op-by-op": OpByOp(1e-4, **options),
     }
 
 
@@ -140,15 +154,22 @@ def main():
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--jit", action="store_true", help="compile with XLA")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="small",
+                        help="the encoder: small (4 layers, hidden 256; default) or base")
+    parser.add_argument("--update-only", action="store_true",
+                        help="time the optimizer update alone, not the training step")
     args = parser.parse_args()
+    SHAPE.update(SHAPES[args.shape])
     if args.steps % 2:
         parser.error("--steps must be even: the stack updates every second step")
 
     params = classifier().count_params()
-    print(f"4-layer BERT classifier, {params / 1e6:.1f}M parameters, batch {args.batch}, "
+    print(f"CPU: {cpu_name()}; {SHAPE['num_hidden_layers']}-layer BERT classifier "
+          f"(hidden {SHAPE['hidden_size']}), {params / 1e6:.1f}M parameters, batch {args.batch}, "
           f"seq {args.seq}, jit_compile={args.jit}, {args.rounds} rounds of {args.steps} steps; "
           f"ratios are to keras-adam")
-    report("training step (model.fit)", measure(train_step_timers(args), args.rounds))
+    if not args.update_only:
+        report("training step (model.fit)", measure(train_step_timers(args), args.rounds))
     report("optimizer update alone (optimizer.apply on fixed gradients)",
            measure(update_timers(args), args.rounds))
 

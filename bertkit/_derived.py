@@ -96,11 +96,14 @@ class DerivedOptimizer:
         gradient = self._transform_gradient(dense_gradient(gradient), index)
         learning_rate = self._variable_learning_rate(learning_rate, index)
         mask = self._update_mask(gradient, index)
-        delta = self._base_step(gradient, variable, learning_rate, mask)
-        delta = self._transform_update(delta, variable, index, learning_rate)
-        if mask is not None:
-            delta = ops.where(mask, delta, ops.zeros_like(delta))
-        super().assign_add(variable, delta)
+        if not (mask is None and self._steps_in_place()
+                and self.apply_step_in_place(gradient, variable, learning_rate,
+                                             self._decay_rate(index, learning_rate))):
+            delta = self._base_step(gradient, variable, learning_rate, mask)
+            delta = self._transform_update(delta, variable, index, learning_rate)
+            if mask is not None:
+                delta = ops.where(mask, delta, ops.zeros_like(delta))
+            super().assign_add(variable, delta)
         self._after_update(variable, index)
         self._average_weights(variable, index)
 
@@ -115,6 +118,22 @@ class DerivedOptimizer:
             state.variable = state.delta = state.mask = None
         return ops.zeros_like(variable) if delta is None else delta
 
+    @classmethod
+    def _steps_in_place(cls):
+        """Whether the base optimizer may write the whole update itself.
+
+        The base step is normally captured and handed to ``_transform_update``; a base
+        with ``apply_step_in_place`` (bertkit's ``Adam``: one fused kernel, a third of
+        the memory traffic of the op-by-op step) may instead update the weights in
+        place, when every extension that transforms the update can say its transform
+        as a decoupled decay (``_decay_rate``). Any other transform (layer adaptation,
+        an extension written elsewhere) keeps the captured step.
+        """
+        if getattr(cls, "apply_step_in_place", None) is None:
+            return False
+        return all("_decay_rate" in klass.__dict__ for klass in cls.__mro__
+                   if "_transform_update" in klass.__dict__ and klass is not DerivedOptimizer)
+
     # Hooks the extensions override; each calls super() first, so inner ones run first.
     def _transform_gradient(self, gradient, index):
         return gradient
@@ -127,6 +146,11 @@ class DerivedOptimizer:
 
     def _transform_update(self, delta, variable, index, learning_rate):
         return delta
+
+    def _decay_rate(self, index, learning_rate):
+        """The in-place form of ``_transform_update`` (see ``_steps_in_place``): the
+        factor ``r`` of ``w <- w - r * w`` taken before the base step, or None."""
+        return None
 
     def _after_update(self, variable, index):
         pass

@@ -48,6 +48,7 @@ Schedules (``PiecewiseLinear``, ``layerwise_lr_decay``) live in
 ``bertkit.schedules``; import them from there (or from ``bertkit``).
 """
 import keras
+import tensorflow as tf  # the fused Adam kernel, tf.raw_ops.ResourceApplyAdam
 from keras import ops
 
 from bertkit._derived import PACKAGE, DerivedOptimizer, copy_initializer, dense_gradient, derive
@@ -89,6 +90,9 @@ class Adam(keras.optimizers.Adam):
         # Keras squares a tf.IndexedSlices gradient slice by slice, so a token seen
         # twice in a batch adds g1**2 + g2**2 to `v` instead of (g1 + g2)**2.
         gradient = dense_gradient(gradient)
+        if not isinstance(self, DerivedOptimizer) and self.apply_step_in_place(
+                gradient, variable, learning_rate):
+            return  # (a derived optimizer decides itself; here it only captures the step)
         if self.bias_correction:
             return super().update_step(gradient, variable, learning_rate)
         lr = ops.cast(learning_rate, variable.dtype)
@@ -102,6 +106,50 @@ class Adam(keras.optimizers.Adam):
             self.assign(v_hat, ops.maximum(v_hat, v))
             v = v_hat
         self.assign_sub(variable, ops.divide(ops.multiply(m, lr), ops.add(ops.sqrt(v), self.epsilon)))
+
+    def apply_step_in_place(self, gradient, variable, learning_rate, decay_rate=None):
+        """Takes this step on ``variable`` with TensorFlow's fused Adam kernel.
+
+        ``ResourceApplyAdam`` reads the weight, gradient and both moments once and writes
+        them once, where the op-by-op step makes about ten passes over memory: on
+        BERT-base the update falls from about 320 to 150 ms on 2 cores. ``decay_rate``
+        ``r`` first takes ``w -= r * w`` (a decoupled weight decay does not change the
+        Adam step, so the order is free).
+
+        The kernel computes ``1 - beta`` in the variable's precision, where 0.999 is not
+        representable: its ``v`` comes out 1.3e-5 (relative) smaller than Adam's, and
+        without bias correction nothing cancels it (2.5e-6 off Google's update after ten
+        steps at lr 0.01). The rate and epsilon passed undo that scale exactly, and the
+        bias correction is computed in float64, so the step stays as close to Adam's as
+        the op-by-op one.
+
+        Returns:
+            False, having done nothing, where the kernel does not apply (AMSGrad, or a
+            variable that is not floating point); True once applied.
+        """
+        dtype = keras.backend.standardize_dtype(variable.dtype)
+        if self.amsgrad or dtype not in ("float16", "bfloat16", "float32", "float64"):
+            return False
+        stored = tf.as_dtype(dtype).as_numpy_dtype  # what the kernel computes `1 - beta` in
+        beta_1, beta_2 = float(self.beta_1), float(self.beta_2)
+        scale_1 = (1 - float(stored(beta_1))) / (1 - beta_1)  # kernel's m = scale_1 * Adam's m
+        scale_2 = (1 - float(stored(beta_2))) / (1 - beta_2)  # kernel's v = scale_2 * Adam's v
+        rate = ops.cast(learning_rate, "float64") * (scale_2 ** 0.5 / scale_1)
+        if self.bias_correction:
+            step = ops.cast(self.iterations + 1, "float64")
+            rate = rate * ops.sqrt(1 - ops.power(beta_2, step)) / (1 - ops.power(beta_1, step))
+        if decay_rate is not None:
+            super().assign_sub(variable, ops.multiply(ops.cast(decay_rate, dtype), variable))
+        index = self._get_variable_index(variable)
+        zero = ops.zeros((), dtype)  # beta powers: the bias correction is in `rate`
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle, m=self._momentums[index].handle,
+            v=self._velocities[index].handle, beta1_power=zero, beta2_power=zero,
+            lr=ops.cast(rate, dtype), beta1=ops.cast(beta_1, dtype),
+            beta2=ops.cast(beta_2, dtype),
+            epsilon=ops.cast(self.epsilon * scale_2 ** 0.5, dtype),
+            grad=ops.cast(dense_gradient(gradient), dtype))
+        return True
 
     def get_config(self):
         config = super().get_config()
@@ -141,6 +189,14 @@ class _WeightDecay(DerivedOptimizer):
             return delta
         rate = ops.cast(learning_rate, variable.dtype) * self.weight_decay_rate
         return ops.subtract(delta, ops.multiply(rate, variable))
+
+    def _decay_rate(self, index, learning_rate):
+        rate = super()._decay_rate(index, learning_rate)
+        if self.weight_decay_rate == 0 or _matches(self._variable_path(index),
+                                                   self.weight_decay_excluded):
+            return rate
+        own = ops.cast(learning_rate, "float32") * self.weight_decay_rate
+        return own if rate is None else rate + own
 
     def get_config(self):
         config = super().get_config()
