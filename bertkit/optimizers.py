@@ -25,6 +25,15 @@ All derived classes share one pipeline, run per variable inside ``update_step``:
 6. the step is added to ``w`` (only on rows with a gradient, for lazy variables);
 7. lookahead, then the exponential moving average.
 
+Steps 4-6 are one fused kernel where nothing needs the captured step: bertkit's
+``Adam`` (``apply_step_in_place``, TensorFlow's ``ResourceApplyAdam``) updates ``w``,
+``m`` and ``v`` in one pass over memory, with weight decay taken first as
+``w -= lr * rate * w``. That is the case of ``AdamW``, ``AdamWLR`` and
+``fine_tuning_optimizer`` (with schedules, parameter-wise rates, accumulation,
+lookahead and the moving average around it); layer adaptation, lazy optimization,
+AMSGrad and extensions of one's own that transform the step keep the captured
+op-by-op step (an extension opts in by giving its transform as ``_decay_rate``).
+
 Running per variable inside ``update_step`` is what makes everything work under
 ``tf.distribute``: Keras calls ``update_step`` once per device copy after the
 gradients are all-reduced, so no extension needs a synchronisation point of its own
