@@ -4,7 +4,9 @@ Measures, for each model shape, sequences/s of
 
 - inference: the encoder's forward pass (sequence and pooled outputs);
 - training: one fine-tuning step of a classifier on the pooled ``[CLS]`` vector
-  (forward, backward, AdamW update), with dropout 0.1 as in BERT's fine-tuning;
+  (forward, backward, AdamW update), with dropout 0.1 as in BERT's fine-tuning; each
+  library with its own fine-tuning optimizer: bertkit's ``fine_tuning_optimizer``
+  (what its examples use), Keras's ``AdamW`` for keras-hub, ``torch.optim.AdamW``;
 
 for bertkit (Keras graph mode, which is what ``jit_compile='auto'`` gives on a CPU,
 and XLA with ``jit_compile=True``), keras-hub's ``BertBackbone`` on the same Keras and
@@ -231,7 +233,12 @@ def keras_step(library, xla, policy, shape, workload):
     logits = keras.layers.Dense(2, dtype="float32", name="Classifier")(
         keras.layers.Dropout(0.1)(pooled))
     model = keras.Model(inputs, logits)
-    model.compile(optimizer=keras.optimizers.AdamW(2e-5, weight_decay=0.01),
+    if library == "bertkit":  # what bertkit's examples fine-tune with (fused Adam step)
+        from bertkit.optimizers import fine_tuning_optimizer
+        optimizer = fine_tuning_optimizer(2e-5, total_steps=100_000, warmup_steps=1)
+    else:  # keras-hub's fine-tuning guides compile with Keras's AdamW
+        optimizer = keras.optimizers.AdamW(2e-5, weight_decay=0.01)
+    model.compile(optimizer=optimizer,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=xla)
     return lambda: model.train_on_batch(x, labels)
