@@ -611,3 +611,24 @@ def test_fine_tuning_optimizer_assembles_the_usual_recipe():
         bo.fine_tuning_optimizer(1e-3, 100, layerwise_decay=0.9)
     with pytest.raises(ValueError, match="total_steps"):
         bo.fine_tuning_optimizer(1e-3, 0)
+
+
+def test_fused_adam_step_under_xla_matches_graph_mode():
+    """``fit`` with ``jit_compile=True`` compiles the fused kernel (XLA has its own
+    ResourceApplyAdam) and takes the same steps as graph mode."""
+    rng = np.random.RandomState(0)
+    x, y = rng.randn(64, 8).astype("float32"), rng.randint(0, 2, 64)
+    weights = []
+    for jit_compile in (True, False):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+                                  keras.layers.Dense(2)])
+        initial = model.weights[0].numpy()
+        model.compile(bo.fine_tuning_optimizer(1e-2, 100, weight_decay_rate=0.1),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      jit_compile=jit_compile)
+        model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+        assert np.abs(model.weights[0].numpy() - initial).max() > 1e-3  # it trained
+        weights.append([w.numpy() for w in model.weights])
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
