@@ -126,6 +126,10 @@ def bf16_units():
 
 def describe_bf16_support():
     units = bf16_units()
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if units and cap and "AMX" not in cap and cap != "ALL":
+        return (f"bf16 units: yes ({', '.join(units)}), but oneDNN may use only {cap} "
+                "(ONEDNN_MAX_CPU_ISA): no AMX")
     if units:
         return f"bf16 units: yes ({', '.join(units)})"
     return ("bf16 units: none found; the bf16 rows are not expected to be faster than "
