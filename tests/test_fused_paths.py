@@ -199,3 +199,68 @@ def test_feed_forward_gradients_match_numpy_and_sum_the_bias_gradient_in_float32
     for name, g, e in zip(["x", "kernel 1", "bias 1", "kernel 2", "bias 2"], got, expected):
         error = np.abs(g - e).max() / np.abs(e).max()
         assert error < bound, f"{policy} gradient of {name}: relative error {error:.2e}"
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_feed_forward_gelu_in_training_matches_numpy_values_and_gradients(policy):
+    # In training the GELU runs XLA-compiled with its own gradient: checked against
+    # x * Phi(x) and Phi(x) + x * phi(x) in float64, through both matmuls.
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(4, 9, 8)).astype("float32")
+    layer = bk_layers.FeedForward(24, activation="gelu", dtype=policy)
+    layer.build(x.shape)
+    weights = [rng.normal(size=w.shape).astype("float32") * 0.5 for w in layer.weights]
+    layer.set_weights(weights)
+    upstream = rng.normal(size=x.shape).astype("float32")
+
+    @tf.function
+    def values_and_gradients(inputs):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            y = tf.cast(layer(inputs, training=True), "float32")
+            loss = tf.reduce_sum(y * upstream)
+        return y, tape.gradient(loss, [inputs, *layer.trainable_weights])
+
+    y, got = values_and_gradients(tf.constant(x))
+    w1, b1, w2, b2 = (w.astype(np.float64) for w in weights)
+    rows, dy = x.reshape(-1, 8).astype(np.float64), upstream.reshape(-1, 8)
+    z = rows @ w1 + b1
+    cdf = 0.5 * (1 + np.vectorize(math.erf)(z / math.sqrt(2)))
+    pdf = np.exp(-0.5 * z ** 2) / math.sqrt(2 * math.pi)
+    hidden = z * cdf
+    dz = (dy @ w2.T) * (cdf + z * pdf)
+    expected = [(dz @ w1.T).reshape(x.shape), rows.T @ dz, dz.sum(0), hidden.T @ dy, dy.sum(0)]
+    bound = 1e-5 if policy == "float32" else 2e-2
+    value_error = np.abs(y.numpy().reshape(-1, 8) - (hidden @ w2 + b2)).max()
+    assert value_error < bound * np.abs(hidden @ w2 + b2).max()
+    for name, g, e in zip(["x", "kernel 1", "bias 1", "kernel 2", "bias 2"], got, expected):
+        error = np.abs(g.numpy() - e).max() / np.abs(e).max()
+        assert error < bound, f"{policy} gradient of {name}: relative error {error:.2e}"
+
+
+def test_training_graph_compiles_only_the_gelu():
+    # The GELU's two passes are XLA functions; the matmuls stay in the outer graph.
+    layer = bk_layers.FeedForward(16, activation="gelu")
+    x = tf.constant(np.random.default_rng(7).normal(size=(2, 5, 8)).astype("float32"))
+    layer.build(x.shape)
+
+    @tf.function
+    def step(inputs):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            loss = tf.reduce_sum(layer(inputs, training=True))
+        return tape.gradient(loss, inputs)
+
+    graph = step.get_concrete_function(x).graph.as_graph_def()
+    compiled = {f.signature.name for f in graph.library.function
+                if f.attr["_XlaMustCompile"].b}
+    assert len(compiled) == 2, compiled                         # forward and backward
+    compiled_ops = {node.op for f in graph.library.function if f.signature.name in compiled
+                    for node in f.node_def}
+    assert "Erf" in compiled_ops and "Exp" in compiled_ops
+    assert not {"MatMul", "BatchMatMulV2"} & compiled_ops
+    outer_ops = {node.op for node in graph.node}
+    assert "MatMul" in outer_ops and "Erf" not in outer_ops
+    inference = tf.function(lambda t: layer(t, training=False)).get_concrete_function(x)
+    assert not any(f.attr["_XlaMustCompile"].b
+                   for f in inference.graph.as_graph_def().library.function)
