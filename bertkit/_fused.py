@@ -151,12 +151,14 @@ def _compiled_gelu_passes():
 
     root_half, inverse_root_two_pi = 1.0 / math.sqrt(2.0), 1.0 / math.sqrt(2.0 * math.pi)
 
-    @tf.function(jit_compile=True)
+    # reduce_retracing: one trace for every shape (XLA still compiles each shape once),
+    # so that eager training on varying lengths does not retrace at every new length
+    @tf.function(jit_compile=True, reduce_retracing=True)
     def forward(x):
         cdf = 0.5 * (1.0 + tf.math.erf(x * root_half))
         return x * cdf, cdf
 
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=True, reduce_retracing=True)
     def backward(x, cdf, upstream):
         pdf = tf.exp(-0.5 * tf.square(x)) * inverse_root_two_pi
         return upstream * (cdf + x * pdf)
