@@ -168,50 +168,14 @@ def test_inference_graph_runs_the_fused_kernels(policy):
     assert not {"Erf", "Erfc", "FusedBatchNormV3", "MatMul", "BiasAdd"} & set(ops)
 
 
-@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
-def test_feed_forward_gradients_match_numpy_and_sum_the_bias_gradient_in_float32(policy):
-    # 2,048 rows, as in a BERT-base batch: a bias gradient summed in bfloat16 (as
-    # TensorFlow's BiasAddGrad sums it) is off by several percent there.
-    rng = np.random.default_rng(5)
-    x = rng.normal(size=(16, 128, 8)).astype("float32")
-    layer = bk_layers.FeedForward(12, activation="linear", dtype=policy)
+def feed_forward_in_training(activation, policy, x, upstream, seed, units):
+    """A FeedForward with random weights, run in training: its output, the gradients
+    of ``sum(output * upstream)`` (input, then each weight) and the weights."""
+    rng = np.random.default_rng(seed)
+    layer = bk_layers.FeedForward(units, activation=activation, dtype=policy)
     layer.build(x.shape)
     weights = [rng.normal(size=w.shape).astype("float32") * 0.5 for w in layer.weights]
     layer.set_weights(weights)
-    upstream = rng.normal(1.0, 1.0, size=(16, 128, 8)).astype("float32")
-
-    @tf.function
-    def gradients(inputs):
-        with tf.GradientTape() as tape:
-            tape.watch(inputs)
-            y = tf.cast(layer(inputs, training=True), "float32")
-            loss = tf.reduce_sum(y * upstream)
-        return tape.gradient(loss, [inputs, *layer.trainable_weights])
-
-    got = [t.numpy() for t in gradients(tf.constant(x))]
-    w1, b1, w2, _ = (w.astype(np.float64) for w in weights)
-    rows, dy = x.reshape(-1, 8).astype(np.float64), upstream.reshape(-1, 8)
-    hidden = rows @ w1 + b1
-    dhidden = dy @ w2.T
-    expected = [(dhidden @ w1.T).reshape(x.shape), rows.T @ dhidden, dhidden.sum(0),
-                hidden.T @ dy, dy.sum(0)]
-    bound = 1e-4 if policy == "float32" else 2e-2
-    for name, g, e in zip(["x", "kernel 1", "bias 1", "kernel 2", "bias 2"], got, expected):
-        error = np.abs(g - e).max() / np.abs(e).max()
-        assert error < bound, f"{policy} gradient of {name}: relative error {error:.2e}"
-
-
-@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
-def test_feed_forward_gelu_in_training_matches_numpy_values_and_gradients(policy):
-    # In training the GELU runs XLA-compiled with its own gradient: checked against
-    # x * Phi(x) and Phi(x) + x * phi(x) in float64, through both matmuls.
-    rng = np.random.default_rng(6)
-    x = rng.normal(size=(4, 9, 8)).astype("float32")
-    layer = bk_layers.FeedForward(24, activation="gelu", dtype=policy)
-    layer.build(x.shape)
-    weights = [rng.normal(size=w.shape).astype("float32") * 0.5 for w in layer.weights]
-    layer.set_weights(weights)
-    upstream = rng.normal(size=x.shape).astype("float32")
 
     @tf.function
     def values_and_gradients(inputs):
@@ -221,8 +185,40 @@ def test_feed_forward_gelu_in_training_matches_numpy_values_and_gradients(policy
             loss = tf.reduce_sum(y * upstream)
         return y, tape.gradient(loss, [inputs, *layer.trainable_weights])
 
-    y, got = values_and_gradients(tf.constant(x))
-    w1, b1, w2, b2 = (w.astype(np.float64) for w in weights)
+    y, gradients = values_and_gradients(tf.constant(x))
+    return y.numpy(), [g.numpy() for g in gradients], [w.astype(np.float64) for w in weights]
+
+
+def assert_gradients_close(policy, got, expected, bound):
+    for name, g, e in zip(["x", "kernel 1", "bias 1", "kernel 2", "bias 2"], got, expected):
+        error = np.abs(g - e).max() / np.abs(e).max()
+        assert error < bound, f"{policy} gradient of {name}: relative error {error:.2e}"
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_feed_forward_gradients_match_numpy_and_sum_the_bias_gradient_in_float32(policy):
+    # 2,048 rows, as in a BERT-base batch: a bias gradient summed in bfloat16 (as
+    # TensorFlow's BiasAddGrad sums it) is off by several percent there.
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(16, 128, 8)).astype("float32")
+    upstream = rng.normal(1.0, 1.0, size=(16, 128, 8)).astype("float32")
+    _, got, (w1, b1, w2, _) = feed_forward_in_training("linear", policy, x, upstream, 5, 12)
+    rows, dy = x.reshape(-1, 8).astype(np.float64), upstream.reshape(-1, 8)
+    hidden = rows @ w1 + b1
+    dhidden = dy @ w2.T
+    expected = [(dhidden @ w1.T).reshape(x.shape), rows.T @ dhidden, dhidden.sum(0),
+                hidden.T @ dy, dy.sum(0)]
+    assert_gradients_close(policy, got, expected, 1e-4 if policy == "float32" else 2e-2)
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_feed_forward_gelu_in_training_matches_numpy_values_and_gradients(policy):
+    # In training the GELU runs XLA-compiled with its own gradient: checked against
+    # x * Phi(x) and Phi(x) + x * phi(x) in float64, through both matmuls.
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(4, 9, 8)).astype("float32")
+    upstream = rng.normal(size=x.shape).astype("float32")
+    y, got, (w1, b1, w2, b2) = feed_forward_in_training("gelu", policy, x, upstream, 6, 24)
     rows, dy = x.reshape(-1, 8).astype(np.float64), upstream.reshape(-1, 8)
     z = rows @ w1 + b1
     cdf = 0.5 * (1 + np.vectorize(math.erf)(z / math.sqrt(2)))
@@ -231,11 +227,9 @@ def test_feed_forward_gelu_in_training_matches_numpy_values_and_gradients(policy
     dz = (dy @ w2.T) * (cdf + z * pdf)
     expected = [(dz @ w1.T).reshape(x.shape), rows.T @ dz, dz.sum(0), hidden.T @ dy, dy.sum(0)]
     bound = 1e-5 if policy == "float32" else 2e-2
-    value_error = np.abs(y.numpy().reshape(-1, 8) - (hidden @ w2 + b2)).max()
-    assert value_error < bound * np.abs(hidden @ w2 + b2).max()
-    for name, g, e in zip(["x", "kernel 1", "bias 1", "kernel 2", "bias 2"], got, expected):
-        error = np.abs(g.numpy() - e).max() / np.abs(e).max()
-        assert error < bound, f"{policy} gradient of {name}: relative error {error:.2e}"
+    output = hidden @ w2 + b2
+    assert np.abs(y.reshape(-1, 8) - output).max() < bound * np.abs(output).max()
+    assert_gradients_close(policy, got, expected, bound)
 
 
 def test_training_graph_compiles_only_the_gelu():
