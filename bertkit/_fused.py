@@ -145,25 +145,26 @@ def _biased_matmul(x, kernel, bias):
     return biased_matmul(x, kernel, bias)
 
 
+def gelu_erf_and_cdf(x):
+    """``(x * Phi(x), Phi(x))``: exact GELU and the normal CDF its gradient reuses."""
+    cdf = 0.5 * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))
+    return x * cdf, cdf
+
+
+def gelu_erf_gradient(x, cdf, upstream):
+    """The gradient of exact GELU, ``upstream * (Phi(x) + x * phi(x))``, from ``Phi(x)``."""
+    pdf = ops.exp(-0.5 * ops.square(x)) * (1.0 / math.sqrt(2.0 * math.pi))
+    return upstream * (cdf + x * pdf)
+
+
 @functools.lru_cache(maxsize=None)
 def _compiled_gelu_passes():
     import tensorflow as tf
 
-    root_half, inverse_root_two_pi = 1.0 / math.sqrt(2.0), 1.0 / math.sqrt(2.0 * math.pi)
-
     # reduce_retracing: one trace for every shape (XLA still compiles each shape once),
     # so that eager training on varying lengths does not retrace at every new length
-    @tf.function(jit_compile=True, reduce_retracing=True)
-    def forward(x):
-        cdf = 0.5 * (1.0 + tf.math.erf(x * root_half))
-        return x * cdf, cdf
-
-    @tf.function(jit_compile=True, reduce_retracing=True)
-    def backward(x, cdf, upstream):
-        pdf = tf.exp(-0.5 * tf.square(x)) * inverse_root_two_pi
-        return upstream * (cdf + x * pdf)
-
-    return forward, backward
+    compile_ = functools.partial(tf.function, jit_compile=True, reduce_retracing=True)
+    return compile_(gelu_erf_and_cdf), compile_(gelu_erf_gradient)
 
 
 def _compiled_gelu(x):

@@ -14,6 +14,7 @@ import keras
 from keras import ops
 
 from bertkit._fused import dense, graphs_for_converters, normalize  # noqa: F401 (re-exported)
+from bertkit._fused import gelu_erf_and_cdf, gelu_erf_gradient
 from bertkit.positions import relative_position_table, rotary_position_embedding
 
 __all__ = ["gelu_tanh", "gelu_erf", "get_activation", "Embedding", "PositionEmbedding",
@@ -48,15 +49,14 @@ def gelu_erf(x):
 
 @ops.custom_gradient
 def _gelu_erf(x):
-    cdf = 0.5 * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))
+    y, cdf = gelu_erf_and_cdf(x)
 
     def grad(*args, upstream=None):
         if upstream is None:
             (upstream,) = args
-        pdf = ops.exp(-0.5 * ops.square(x)) * (1.0 / math.sqrt(2.0 * math.pi))
-        return upstream * (cdf + x * pdf)
+        return gelu_erf_gradient(x, cdf, upstream)
 
-    return x * cdf, grad
+    return y, grad
 
 
 def get_activation(name):
