@@ -53,7 +53,7 @@ from bertkit.resume import TrainingBackup, fit_epochs
 from bertkit.storage import RunDirectory, atomic_write, save_weights_atomically
 from bertkit.tasks import (ClassificationHead, ConditionalRandomField, CRFTaggingHead,
                            EfficientGlobalPointer, GlobalPointer, GlobalPointerHead,
-                           SoftmaxTaggingHead, TaskHead, TripleExtractor, entity_scores,
+                           LocalContext, SoftmaxTaggingHead, TaskHead, TripleExtractor, entity_scores,
                            global_pointer_loss, tags_to_spans)
 from bertkit.tokenizers import Tokenizer, load_vocab, save_vocab
 
@@ -69,7 +69,7 @@ __all__ = [
     # heads and training
     "TaskHead", "ClassificationHead", "SoftmaxTaggingHead", "CRFTaggingHead",
     "GlobalPointerHead", "ConditionalRandomField", "GlobalPointer", "EfficientGlobalPointer",
-    "global_pointer_loss", "tags_to_spans", "entity_scores", "TripleExtractor",
+    "LocalContext", "global_pointer_loss", "tags_to_spans", "entity_scores", "TripleExtractor",
     "Evaluator", "progress",
     "EMAEvaluation",
     "AttentionImages", "save_training_plot",

@@ -126,14 +126,15 @@ def tiny_ner(tmp_path):
     return ner_files(str(tmp_path), train=48, valid=16)
 
 
-@pytest.mark.parametrize("head", ner.HEADS)
-def test_each_head_trains_saves_and_predicts_offsets(head, tiny_ner, demo_dir, tmp_path, capsys):
+@pytest.mark.parametrize("head, context", [*((head, 0) for head in ner.HEADS), ("crf", 3)])
+def test_each_head_trains_saves_and_predicts_offsets(head, context, tiny_ner, demo_dir, tmp_path,
+                                                     capsys):
     train, valid = tiny_ner
     out = str(tmp_path / "run")
     # --maxlen 12: most sample sentences are split into pieces and joined back.
     result = ner.main(["--train", train, "--valid", valid, "--test", valid, "--head", head,
                        "--epochs", "2", "--batch-size", "8", "--maxlen", "12",
-                       "--output-dir", out])
+                       "--head-context", str(context), "--output-dir", out])
     printed = capsys.readouterr().out
     assert "sentences longer than 10 tokens split" in printed
     assert "     PER " in printed and "     all " in printed
@@ -142,6 +143,7 @@ def test_each_head_trains_saves_and_predicts_offsets(head, tiny_ner, demo_dir, t
     assert result["test_scores"]["all"].f1 == pytest.approx(result["val_f1"])
     manifest = json.load(open(os.path.join(out, "run.json"), encoding="utf-8"))
     assert manifest["settings"]["head"] == head
+    assert manifest["settings"]["head_context"] == context
     assert manifest["settings"]["tag_types"] == ["LOC", "ORG", "PER"]
 
     texts = ["王伟昨天在 New York 会见了联合国代表团。", "2019年张敏访问了东京。"]
@@ -163,6 +165,7 @@ def test_each_head_trains_saves_and_predicts_offsets(head, tiny_ner, demo_dir, t
     ner.main(["--output-dir", out, "--export", exported])
     tagger, model, tokenizer = ner.load_tagger(ner.parse_args(["--output-dir", out,
                                                                "--predict", "x"]))
+    assert tagger.context_width == (context or None)
     encoded = [tokenizer.encode(text, maxlen=12) for text in texts]
     tokens = sequence_padding([ids for ids, _ in encoded]).astype("int32")
     segments = np.zeros_like(tokens)
@@ -206,6 +209,7 @@ def test_the_sample_run_writes_its_data_and_refuses_bad_flags(demo_dir, tmp_path
     for flags, message in ((["--maxlen", "2"], "--maxlen must be at least 3"),
                            (["--train", "x.txt"], "--train and --valid go together"),
                            (["--head-size", "7"], "--head-size must be an even number"),
+                           (["--head-context", "2"], "--head-context must be 0 (none) or an odd"),
                            (["--head", "hmm"], "invalid choice")):
         with pytest.raises(SystemExit):
             ner.main(flags)

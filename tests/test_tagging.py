@@ -1,5 +1,6 @@
 """The CRF against brute-force enumeration of every tag path, padding included."""
 import itertools
+import math
 
 import keras
 import numpy as np
@@ -227,14 +228,16 @@ def tiny_encoder():
 
 
 @pytest.mark.parametrize("kind", ["softmax", "crf", "globalpointer"])
-def test_tagging_heads_label_decode_train_and_round_trip(kind, tmp_path):
+@pytest.mark.parametrize("context_width", [None, 3])
+def test_tagging_heads_label_decode_train_and_round_trip(kind, context_width, tmp_path):
     from bertkit.data import DataGenerator, sequence_padding
     from bertkit.tasks.tagging import CRFTaggingHead, GlobalPointerHead, SoftmaxTaggingHead
 
     types = ["PER", "LOC"]
-    head = {"softmax": SoftmaxTaggingHead(types, name="Tagger"),
-            "crf": CRFTaggingHead(types, lr_multiplier=10, name="Tagger"),
-            "globalpointer": GlobalPointerHead(types, head_size=8, name="Tagger")}[kind]
+    common = dict(name="Tagger", context_width=context_width)
+    head = {"softmax": SoftmaxTaggingHead(types, **common),
+            "crf": CRFTaggingHead(types, lr_multiplier=10, **common),
+            "globalpointer": GlobalPointerHead(types, head_size=8, **common)}[kind]
     model = head.attach(tiny_encoder())
     spans = [[(1, 3, "PER"), (4, 5, "LOC")], [(2, 3, "LOC")], [(1, 2, "PER")]]
     lengths = [7, 5, 3]
@@ -282,6 +285,33 @@ def test_tagging_heads_label_decode_train_and_round_trip(kind, tmp_path):
     again = keras.models.load_model(str(tmp_path / "tagger.keras"), compile=False)
     np.testing.assert_allclose(again.predict_on_batch(x), outputs, atol=1e-6)
     assert again.get_layer("Tagger").get_config() == head.get_config()
+    assert (head.context is None) == (context_width is None)
+
+
+def gelu(x):
+    return 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+
+
+def test_local_context_against_numpy_and_blind_to_padding():
+    from bertkit.tasks.tagging import LocalContext
+
+    width, hidden = 5, 6
+    x = RNG.normal(size=(2, 7, hidden)).astype("float32")
+    mask = np.array([[1] * 7, [1] * 4 + [0] * 3], "float32")
+    layer = LocalContext(width)
+    actual = keras.ops.convert_to_numpy(layer(x, padding_mask=mask))
+    kernel, bias = (w.astype("float64") for w in layer.conv.get_weights())
+    assert kernel.shape == (width, hidden, hidden)
+    zeroed = np.pad(x * mask[..., None], ((0, 0), (width // 2, width // 2), (0, 0)))
+    conv = np.stack([sum(zeroed[:, t + k] @ kernel[k] for k in range(width))
+                     for t in range(7)], axis=1) + bias
+    np.testing.assert_allclose(actual, x * mask[..., None] + gelu(conv), atol=1e-5)
+    # A sentence's real tokens come out the same however far, and with what, it is padded.
+    short = keras.ops.convert_to_numpy(layer(x[1:, :4], padding_mask=mask[1:, :4]))
+    np.testing.assert_allclose(short, actual[1:, :4], atol=1e-6)
+    for bad in (1, 2, 4, 3.0, True, None):
+        with pytest.raises(ValueError, match="width"):
+            LocalContext(bad)
 
 
 def test_tagging_heads_refuse_bad_types():

@@ -18,10 +18,11 @@ from bertkit.tasks.classification import ClassificationHead
 from bertkit.tasks.spans import entity_scores, tags_to_spans
 from bertkit.tasks.tagging import (ConditionalRandomField, CRFTaggingHead,
                                    EfficientGlobalPointer, GlobalPointer, GlobalPointerHead,
-                                   SoftmaxTaggingHead, TaggingHead, global_pointer_loss)
+                                   LocalContext, SoftmaxTaggingHead, TaggingHead,
+                                   global_pointer_loss)
 from bertkit.tasks.triples import TripleExtractor
 
 __all__ = ["TaskHead", "masked_mean", "padding_mask_of", "ClassificationHead",
            "TaggingHead", "SoftmaxTaggingHead", "CRFTaggingHead", "GlobalPointerHead",
-           "ConditionalRandomField", "GlobalPointer", "EfficientGlobalPointer",
+           "ConditionalRandomField", "GlobalPointer", "EfficientGlobalPointer", "LocalContext",
            "global_pointer_loss", "tags_to_spans", "entity_scores", "TripleExtractor"]
