@@ -7,19 +7,21 @@ after each epoch, on the moving-average weights when the optimizer keeps them.
 
 - :mod:`bertkit.tasks.base`: the :class:`TaskHead` contract;
 - :mod:`bertkit.tasks.classification`: :class:`ClassificationHead`;
-- :mod:`bertkit.tasks.tagging`: sequence labelling (softmax, CRF and GlobalPointer heads);
+- :mod:`bertkit.tasks.tagging`: sequence labelling (softmax, CRF and GlobalPointer heads),
+  with their layers in :mod:`bertkit.tasks.crf` and :mod:`bertkit.tasks.global_pointer`;
 - :mod:`bertkit.tasks.spans`: tag schemes (BIO, IOB2, BIOES) and entity scores;
 - :mod:`bertkit.tasks.triples`: subject-predicate-object extraction;
 - :mod:`bertkit.tasks.pretraining`: masked-LM pretraining.
 """
-from bertkit.tasks import base, classification, pretraining, spans, tagging, triples  # noqa: F401
+from bertkit.tasks import (base, classification, crf, global_pointer, pretraining,  # noqa: F401
+                           spans, tagging, triples)
 from bertkit.tasks.base import TaskHead, masked_mean, padding_mask_of
 from bertkit.tasks.classification import ClassificationHead
 from bertkit.tasks.spans import entity_scores, tags_to_spans
-from bertkit.tasks.tagging import (ConditionalRandomField, CRFTaggingHead,
-                                   EfficientGlobalPointer, GlobalPointer, GlobalPointerHead,
-                                   LocalContext, SoftmaxTaggingHead, TaggingHead,
-                                   global_pointer_loss)
+from bertkit.tasks.crf import ConditionalRandomField
+from bertkit.tasks.global_pointer import EfficientGlobalPointer, GlobalPointer, global_pointer_loss
+from bertkit.tasks.tagging import (CRFTaggingHead, GlobalPointerHead, LocalContext,
+                                   SoftmaxTaggingHead, TaggingHead)
 from bertkit.tasks.triples import TripleExtractor
 
 __all__ = ["TaskHead", "masked_mean", "padding_mask_of", "ClassificationHead",

@@ -1,4 +1,4 @@
-"""Sequence labelling: tagging heads, their layers and losses, tag schemes and entity scores.
+"""Sequence labelling: the tagging heads, the layer and loss they share, serving decoding.
 
 Three heads share one contract (:class:`TaggingHead`): ``head.attach(encoder)`` is the
 model, ``head.loss`` its Keras loss, ``head.labels(spans, length)`` the training target of
@@ -8,16 +8,15 @@ end, type)`` with ``end`` exclusive:
 
 - :class:`SoftmaxTaggingHead`: an IOB2 tag per token, independently (the baseline);
 - :class:`CRFTaggingHead`: IOB2 tag scores under a linear-chain
-  :class:`ConditionalRandomField` (transitions, sequence log-likelihood, Viterbi);
+  :class:`~bertkit.tasks.crf.ConditionalRandomField` (transitions, sequence
+  log-likelihood, batched Viterbi);
 - :class:`GlobalPointerHead`: every span scored for every type
-  (:class:`GlobalPointer` / :class:`EfficientGlobalPointer`), so nested entities too.
+  (:mod:`bertkit.tasks.global_pointer`), so nested entities too.
 
-The CRF's loss is the negative sequence log-likelihood (the forward algorithm over padded
-batches, in Keras ops) and its decoding the batched Viterbi path (in TensorFlow ops, so
-that it exports to ONNX): each a scan over positions, never a Python loop over the batch.
-Tags padded with -1 mark padded positions, so the losses need no separate mask input.
-Each head's ``serving_outputs`` puts its decoding (``tags``, ``spans``) in an exported
-graph (:mod:`bertkit.export`).
+Each may put a :class:`LocalContext` (each token with its neighbours) between the encoder
+and its scores. Tags padded with -1 mark padded positions, so the losses need no separate
+mask input. Each head's ``serving_outputs`` puts its decoding (``tags``, ``spans``) in an
+exported graph (:mod:`bertkit.export`).
 
 Tag schemes (BIO, IOB2, BIOES) and entity scores are :mod:`bertkit.tasks.spans`.
 
@@ -37,169 +36,18 @@ import tensorflow as tf
 from keras import ops
 
 from bertkit.layers import gelu_erf  # Erf, which every exporter takes (not Keras's Erfc)
-from bertkit.positions import rotary_position_embedding
 from bertkit.tasks.base import TaskHead, padding_mask_of
+from bertkit.tasks.crf import ConditionalRandomField
+from bertkit.tasks.global_pointer import (EfficientGlobalPointer, GlobalPointer,  # noqa: F401
+                                          global_pointer_loss,
+                                          multilabel_categorical_crossentropy)
 from bertkit.tasks.spans import spans_to_tags, tags_to_spans
 
-__all__ = ["ConditionalRandomField", "GlobalPointer", "EfficientGlobalPointer",
-           "multilabel_categorical_crossentropy", "global_pointer_loss", "TaggingHead",
-           "SoftmaxTaggingHead", "CRFTaggingHead", "GlobalPointerHead",
-           "masked_tag_crossentropy", "iob2_span_tensor", "LocalContext"]
-
-
-@keras.saving.register_keras_serializable(package="bertkit")
-class ConditionalRandomField(keras.layers.Layer):
-    """A linear-chain CRF: transition scores between tags, on top of per-token scores.
-
-    The layer's output is its input, the emissions ``[B, T, K]`` (in float32); what it
-    adds is the ``[K, K]`` transition matrix (``transitions[i, j]`` scores tag ``j``
-    after tag ``i``), the loss and the decoding. As in bert4keras there are no separate
-    start and end scores.
-
-    Args:
-        lr_multiplier: the transitions learn this many times faster than the rest
-            (bert4keras's ``lr_multiplier``; the transitions start at zero and see one
-            gradient per sentence pair of tags, so a pretrained encoder's learning rate
-            barely moves them). Implemented by storing ``transitions / lr_multiplier``.
-    """
-
-    def __init__(self, lr_multiplier=1.0, **kwargs):
-        kwargs.setdefault("dtype", "float32")  # log-sum-exp over paths wants float32
-        super().__init__(**kwargs)
-        if not lr_multiplier > 0:
-            raise ValueError(f"lr_multiplier must be > 0, got {lr_multiplier!r}")
-        self.lr_multiplier = float(lr_multiplier)
-
-    def build(self, input_shape):
-        tags = input_shape[-1]
-        if tags is None:
-            raise ValueError(f"{self.name}: the number of tags (last axis) must be known")
-        self.stored_transitions = self.add_weight(shape=(tags, tags), initializer="zeros",
-                                                  name="transitions")
-
-    @property
-    def transitions(self):
-        """The ``[K, K]`` transition scores."""
-        return self.stored_transitions * self.lr_multiplier
-
-    def call(self, inputs):
-        return ops.cast(inputs, "float32")
-
-    def compute_output_spec(self, inputs):
-        return keras.KerasTensor(inputs.shape, dtype="float32")
-
-    def get_config(self):
-        return {**super().get_config(), "lr_multiplier": self.lr_multiplier}
-
-    # -- scores -------------------------------------------------------------------
-
-    def path_score(self, emissions, tags, mask):
-        """The score of the tag paths ``tags`` ``[B, T]``: emissions plus transitions over
-        the unpadded positions (``mask`` ``[B, T]``, 1 at real tokens, padding last)."""
-        mask = ops.cast(mask, "float32")
-        tags = ops.cast(ops.maximum(tags, 0), "int32")
-        emitted = ops.take_along_axis(emissions, tags[..., None], axis=-1)[..., 0]
-        pairs = ops.take(ops.reshape(self.transitions, (-1,)),
-                         tags[:, :-1] * ops.shape(self.transitions)[0] + tags[:, 1:])
-        return ops.sum(emitted * mask, axis=1) + ops.sum(pairs * mask[:, 1:], axis=1)
-
-    def log_partition(self, emissions, mask):
-        """``log Z`` ``[B]``: the log-sum-exp of every path's score (forward algorithm)."""
-        mask = ops.cast(mask, "float32")
-        transitions = self.transitions
-
-        def step(alpha, inputs):
-            emission, keep = inputs[:, :-1], inputs[:, -1:]          # [B, K], [B, 1]
-            # [B, K, 1] + [1, K, K] -> log-sum-exp over the previous tag -> [B, K]
-            new = ops.logsumexp(alpha[:, :, None] + transitions[None], axis=1) + emission
-            alpha = ops.where(keep > 0, new, alpha)                  # padding: unchanged
-            return alpha, alpha  # TensorFlow's scan needs a per-step output (unused)
-
-        alpha, _ = ops.scan(step, emissions[:, 0], _positions_first(emissions, mask))
-        return ops.logsumexp(alpha, axis=-1)
-
-    def loss(self, y_true, y_pred):
-        """Negative log-likelihood of the gold paths ``y_true`` ``[B, T]`` (padded with -1)
-        given the emissions ``y_pred``: ``log Z - score(gold)``, one value a sentence."""
-        y_true = ops.cast(ops.reshape(y_true, ops.shape(y_pred)[:2]), "int32")
-        mask = ops.cast(y_true >= 0, "float32")
-        emissions = ops.cast(y_pred, "float32")
-        return self.log_partition(emissions, mask) - self.path_score(emissions, y_true, mask)
-
-    def decode(self, emissions, mask=None):
-        """The best tag path of each sentence, ``[B, T]`` int32 (-1 at padding): batched
-        Viterbi with back-pointers, a scan over positions (never a loop over the batch).
-
-        Written with TensorFlow's ``tf.scan`` rather than ``keras.ops.scan``, so that an
-        exported decoder converts to ONNX: Keras's TensorFlow scan keeps its carry in a
-        one-element ``TensorArray`` that tf2onnx cannot convert, and tf2onnx mis-converts
-        reverse scans, so the backward pass scans reversed pointers forward.
-
-        Args:
-            emissions: ``[B, T, K]`` tag scores (``model.predict``'s output).
-            mask: ``[B, T]``, 1 at real tokens (padding last); default: all real.
-        """
-        emissions = tf.cast(tf.convert_to_tensor(emissions), tf.float32)
-        if mask is None:
-            mask = tf.ones(tf.shape(emissions)[:2], tf.float32)
-        mask = tf.cast(tf.convert_to_tensor(mask), tf.float32)
-        transitions = tf.convert_to_tensor(self.transitions)
-        tags = tf.shape(emissions)[-1]
-
-        def forward(carry, inputs):
-            score, _ = carry
-            emission, keep = inputs[:, :-1], inputs[:, -1:] > 0        # [B, K], [B, 1]
-            candidates = score[:, :, None] + transitions[None]           # [B, K, K]
-            best, top = _argmax_and_max(candidates, axis=1)              # [B, K] each
-            stay = tf.broadcast_to(tf.range(tags)[None], tf.shape(best))
-            return tf.where(keep, top + emission, score), tf.where(keep, best, stay)
-
-        first = emissions[:, 0]
-        scores, pointers = tf.scan(forward, _positions_first(emissions, mask),
-                                   initializer=(first, tf.zeros_like(first, tf.int32)))
-        final = tf.concat([first[None], scores], axis=0)[-1]            # [B, K]
-        last, _ = _argmax_and_max(final, axis=-1)                        # [B]
-
-        def backward(tag, pointer):                                      # [B], [B, K]
-            return tf.gather(pointer, tag[:, None], batch_dims=1)[:, 0]
-
-        # pointers[t] holds, per tag at position t + 1, the best tag at t: [T-1, B, K].
-        earlier = tf.reverse(tf.scan(backward, tf.reverse(pointers, [0]), initializer=last),
-                             [0])                                        # [T-1, B]
-        path = tf.transpose(tf.concat([earlier, last[None]], axis=0))    # [B, T]
-        return tf.where(mask > 0, path, -1)
-
-
-def _argmax_and_max(x, axis):
-    """The first index of the maximum along ``axis`` (int32) and the maximum.
-
-    Written with comparisons instead of ``argmax``, whose Keras TensorFlow form bit-casts
-    floats (to order -0.0 before 0.0): ONNX has no such ops, so the Viterbi decoder would
-    not export.
-    """
-    top = tf.reduce_max(x, axis=axis, keepdims=True)
-    size = tf.shape(x)[axis]
-    shape = [1] * len(x.shape)
-    shape[axis] = -1
-    index = tf.reshape(tf.range(size), shape)
-    first = tf.reduce_min(tf.where(x == top, index, size), axis=axis)
-    return first, tf.squeeze(top, axis=axis)
-
-
-def _positions_first(emissions, mask):
-    """Positions 1.. of the emissions and the mask as one ``[T-1, B, K+1]`` tensor to scan
-    over (one tensor: Keras's TensorFlow scan fails on several with an unknown length)."""
-    packed = ops.concatenate([emissions[:, 1:], mask[:, 1:, None]], axis=-1)
-    return ops.transpose(packed, (1, 0, 2))
-
-
-def _span_masks(logits, mask):
-    """``logits`` ``[B, N, T, T]`` with padded rows/columns and ``end < start`` set to -1e12."""
-    mask = ops.cast(mask, logits.dtype)
-    pair = mask[:, None, :, None] * mask[:, None, None, :]              # [B, 1, T, T]
-    length = ops.shape(logits)[-1]
-    upper = ops.triu(ops.ones((length, length), logits.dtype))         # start <= end
-    return logits - (1.0 - pair * upper[None, None]) * 1e12
+# The layers and losses of the CRF and GlobalPointer modules are imported from here too.
+__all__ = ["TaggingHead", "SoftmaxTaggingHead", "CRFTaggingHead", "GlobalPointerHead",
+           "LocalContext", "masked_tag_crossentropy", "iob2_span_tensor",
+           "ConditionalRandomField", "GlobalPointer", "EfficientGlobalPointer",
+           "multilabel_categorical_crossentropy", "global_pointer_loss"]
 
 
 @keras.saving.register_keras_serializable(package="bertkit")
@@ -240,119 +88,6 @@ class LocalContext(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "width": self.width}
-
-
-@keras.saving.register_keras_serializable(package="bertkit")
-class GlobalPointer(keras.layers.Layer):
-    """GlobalPointer (Su Jianlin): every span ``(start, end)`` scored for every entity type.
-
-    ``layer(x, padding_mask=m)`` with ``x`` ``[B, T, H]`` and ``m`` ``[B, T]`` gives logits
-    ``[B, N, T, T]`` (``N`` types): a query and a key per type and position, both rotated
-    by their positions (:func:`bertkit.positions.rotary_position_embedding`, so a score
-    depends on the span's length), ``q_start . k_end / sqrt(D)``. Spans with ``end <
-    start`` or a padded end score -1e12. Train with
-    :func:`multilabel_categorical_crossentropy` (``global_pointer_loss``); a span is
-    predicted where its logit is above 0.
-
-    Args:
-        heads: the number of entity types ``N``.
-        head_size: the width ``D`` of each query and key (even).
-        kernel_initializer: of the projection.
-    """
-
-    def __init__(self, heads, head_size, kernel_initializer="glorot_uniform", **kwargs):
-        super().__init__(**kwargs)
-        self.heads, self.head_size = heads, head_size
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.dense = keras.layers.Dense(heads * head_size * 2,
-                                        kernel_initializer=self.kernel_initializer,
-                                        dtype=self.dtype_policy)
-
-    def build(self, inputs_shape, padding_mask_shape=None):
-        self.dense.build(inputs_shape)
-
-    def call(self, inputs, padding_mask=None):
-        x = self.dense(inputs)                                            # [B, T, N*2D]
-        x = ops.reshape(x, (ops.shape(x)[0], -1, self.heads, 2 * self.head_size))
-        query, key = x[..., : self.head_size], x[..., self.head_size:]    # [B, T, N, D]
-        query, key = rotary_position_embedding(query), rotary_position_embedding(key)
-        logits = ops.einsum("bmnd,bknd->bnmk", query, key)                # [B, N, T, T]
-        logits = ops.cast(logits, "float32") / self.head_size ** 0.5
-        if padding_mask is None:
-            padding_mask = ops.ones(ops.shape(inputs)[:2], "float32")
-        return _span_masks(logits, padding_mask)
-
-    def compute_output_spec(self, inputs, padding_mask=None):
-        b, t = inputs.shape[0], inputs.shape[1]
-        return keras.KerasTensor((b, self.heads, t, t), dtype="float32")
-
-    def get_config(self):
-        return {**super().get_config(), "heads": self.heads, "head_size": self.head_size,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
-
-
-@keras.saving.register_keras_serializable(package="bertkit")
-class EfficientGlobalPointer(GlobalPointer):
-    """Efficient GlobalPointer: one query and key shared by all types, plus a per-type
-    bias of the start and of the end (far fewer parameters than :class:`GlobalPointer`).
-
-    ``logits[b, n, i, j] = q_i . k_j / sqrt(D) + (s_n(i) + e_n(j)) / 2`` with the shared
-    query and key taken as the even and odd features of one projection (rotated by
-    position), and ``s_n``, ``e_n`` from a dense layer of the projection.
-    """
-
-    def __init__(self, heads, head_size, kernel_initializer="glorot_uniform", **kwargs):
-        super().__init__(heads, head_size, kernel_initializer=kernel_initializer, **kwargs)
-        self.dense = keras.layers.Dense(head_size * 2, kernel_initializer=self.kernel_initializer,
-                                        dtype=self.dtype_policy)
-        self.bias_dense = keras.layers.Dense(heads * 2, kernel_initializer=self.kernel_initializer,
-                                             dtype=self.dtype_policy)
-
-    def build(self, inputs_shape, padding_mask_shape=None):
-        self.dense.build(inputs_shape)
-        self.bias_dense.build((*inputs_shape[:-1], self.head_size * 2))
-
-    def call(self, inputs, padding_mask=None):
-        x = self.dense(inputs)                                            # [B, T, 2D]
-        query = rotary_position_embedding(x[..., ::2])
-        key = rotary_position_embedding(x[..., 1::2])
-        logits = ops.einsum("bmd,bkd->bmk", query, key) / self.head_size ** 0.5
-        bias = ops.transpose(self.bias_dense(x), (0, 2, 1)) / 2           # [B, 2N, T]
-        logits = (ops.cast(logits, "float32")[:, None]
-                  + ops.cast(bias[:, ::2, :, None] + bias[:, 1::2, None, :], "float32"))
-        if padding_mask is None:
-            padding_mask = ops.ones(ops.shape(inputs)[:2], "float32")
-        return _span_masks(logits, padding_mask)
-
-
-def multilabel_categorical_crossentropy(y_true, y_pred):
-    """Su Jianlin's multi-label softmax loss over the last axis: ``log(1 + sum_neg e^s) +
-    log(1 + sum_pos e^-s)``, which pushes positive scores above 0 and negatives below.
-
-    Args:
-        y_true: 0/1 labels, any shape ``[..., C]``.
-        y_pred: scores (logits) of the same shape.
-
-    Returns:
-        ``[...]``, one value per row.
-    """
-    y_true = ops.cast(y_true, "float32")
-    y_pred = (1.0 - 2.0 * y_true) * ops.cast(y_pred, "float32")     # positives negated
-    negatives = y_pred - y_true * 1e12
-    positives = y_pred - (1.0 - y_true) * 1e12
-    zeros = ops.zeros_like(y_pred[..., :1])
-    return (ops.logsumexp(ops.concatenate([negatives, zeros], axis=-1), axis=-1)
-            + ops.logsumexp(ops.concatenate([positives, zeros], axis=-1), axis=-1))
-
-
-def global_pointer_loss(y_true, y_pred):
-    """:func:`multilabel_categorical_crossentropy` over every span of each type:
-    ``[B, N, T, T]`` labels and logits -> ``[B]`` (the mean over types)."""
-    shape = ops.shape(y_pred)
-    y_true = ops.reshape(y_true, (shape[0] * shape[1], -1))
-    y_pred = ops.reshape(y_pred, (shape[0] * shape[1], -1))
-    return ops.mean(ops.reshape(multilabel_categorical_crossentropy(y_true, y_pred),
-                                (shape[0], shape[1])), axis=1)
 
 
 def masked_tag_crossentropy(y_true, y_pred):
