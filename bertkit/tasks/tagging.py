@@ -267,6 +267,7 @@ class CRFTaggingHead(_IOB2Tagging):
 
     Args:
         lr_multiplier: of the CRF's transitions (see :class:`ConditionalRandomField`).
+        tag_types, dropout_rate, context_width: as :class:`TaggingHead`.
     """
 
     def __init__(self, tag_types, lr_multiplier=1.0, dropout_rate=0.1, context_width=None,
@@ -343,6 +344,7 @@ class GlobalPointerHead(TaggingHead):
         head_size: the width of the span queries and keys.
         efficient: :class:`EfficientGlobalPointer` (shared query and key, per-type biases;
             the default) or :class:`GlobalPointer` (a query and key per type).
+        tag_types, dropout_rate, context_width: as :class:`TaggingHead`.
     """
 
     def __init__(self, tag_types, head_size=64, efficient=True, dropout_rate=0.1,
