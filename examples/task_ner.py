@@ -13,7 +13,7 @@ give real scores; with ``--train`` the default is 8 epochs.
     python examples/task_ner.py
     python examples/task_ner.py --train ../shared/data/ner_msra/msra.train.txt \\
         --valid ../shared/data/ner_msra/msra.valid.txt --head globalpointer \\
-        --vocab ../shared/data/vocab/chinese_vocab.txt --random-model 4 256 4 1024 \
+        --vocab ../shared/data/vocab/chinese_vocab.txt --random-model 4 256 4 1024 \\
         --head-context 3 --epochs 10          # each token sees its neighbours first
     python examples/task_ner.py --predict "周恩来总理在北京会见了UN代表团"
     python examples/task_ner.py --predict-file texts.txt      # JSON lines out
