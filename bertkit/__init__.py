@@ -53,8 +53,8 @@ from bertkit.resume import TrainingBackup, fit_epochs
 from bertkit.storage import RunDirectory, atomic_write, save_weights_atomically
 from bertkit.tasks import (ClassificationHead, ConditionalRandomField, CRFTaggingHead,
                            EfficientGlobalPointer, GlobalPointer, GlobalPointerHead,
-                           LocalContext, SoftmaxTaggingHead, TaskHead, TripleExtractor, entity_scores,
-                           global_pointer_loss, tags_to_spans)
+                           LocalContext, SoftmaxTaggingHead, TaskHead, TripleExtractor,
+                           entity_scores, global_pointer_loss, tags_to_spans)
 from bertkit.tokenizers import Tokenizer, load_vocab, save_vocab
 
 __all__ = [
