@@ -20,6 +20,12 @@ each implementation's achieved GFLOP/s is reported as a fraction of the limit of
 own precision ("of limit"). ``x fp32`` divides a bf16 row by the same library's fp32
 row.
 
+``bertkit-frozen`` and ``bertkit-bf16-frozen`` are inference in a serving process, with
+``TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1``: TensorFlow then packs each weight once into the
+blocked layout of oneDNN's matrix-unit kernels instead of reading the variable at every
+call (``bertkit._fused.weights_assumed_frozen``; training refuses it, so these rows
+measure inference only).
+
 Every implementation runs in its own worker process (its own thread pools and its own
 peak RSS). The workers of one (shape, workload) group are started together and
 measured in turn, A B C A B C ..., so that a change in the machine's load hits them
@@ -72,7 +78,10 @@ IMPLS = {
     "bertkit-xla-bf16": ("bertkit", True, "mixed_bfloat16"),
     "keras-hub-bf16": ("keras_hub", False, "mixed_bfloat16"),
     "hf-torch-bf16": ("torch", False, "bfloat16"),
+    "bertkit-frozen": ("bertkit", False, "float32"),
+    "bertkit-bf16-frozen": ("bertkit", False, "mixed_bfloat16"),
 }
+FROZEN_ENV = {"TF_ONEDNN_ASSUME_FROZEN_WEIGHTS": "1"}  # the "-frozen" rows: inference only
 DEFAULT_IMPLS = ["bertkit", "bertkit-xla", "keras-hub", "keras-hub-xla", "hf-torch",
                  "bertkit-bf16", "keras-hub-bf16"]
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of bfloat16 matmul units
@@ -431,6 +440,8 @@ class Worker:
                    "--warmup", str(args.warmup), *extra]
         worker_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", BENCH_LOG=str(log_path))
         worker_env.update(env or {})
+        if name.endswith("-frozen"):  # read by TensorFlow when it first runs a matmul
+            worker_env.update(FROZEN_ENV)
         if name.endswith("+onednn"):  # read by XLA when it first compiles
             worker_env["XLA_FLAGS"] = (worker_env.get("XLA_FLAGS", "")
                                        + " --xla_cpu_use_onednn=true").strip()
@@ -534,7 +545,9 @@ def summarize(shape_name, workload, impls, results):
         row["vs_peer"] = row["median"] / max(rivals) if rivals else float("nan")
         # A mixed-precision row against the same library's fp32 row of the same mode.
         library, xla, _ = IMPLS[row["impl"]]
-        own = [r["median"] for r in rows if IMPLS[r["impl"]] == (library, xla, "float32")]
+        frozen = row["impl"].endswith("-frozen")
+        own = [r["median"] for r in rows if IMPLS[r["impl"]] == (library, xla, "float32")
+               and r["impl"].endswith("-frozen") == frozen]
         row["vs_fp32"] = row["median"] / own[0] if own and not fp32 else float("nan")
     bf16_limit, bf16_peak = limits["bfloat16"]
     return dict(shape=shape_name, workload=workload, limit=limit, peak=peak,
@@ -624,8 +637,13 @@ def main(argv=None):
     summaries = []
     for shape in args.shapes.split(","):
         for workload in args.workloads.split(","):
-            results = measure_group(args, shape, workload, impls)
-            summaries.append(summarize(shape, workload, impls, results))
+            # Frozen weights are for serving: a training step refuses them.
+            group = [name for name in impls
+                     if workload == "infer" or not name.endswith("-frozen")]
+            if not group:
+                continue
+            results = measure_group(args, shape, workload, group)
+            summaries.append(summarize(shape, workload, group, results))
             print_table(summaries[-1])
     if args.json:
         Path(args.json).write_text(json.dumps(summaries, indent=1))

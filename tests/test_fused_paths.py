@@ -10,6 +10,7 @@ benchmark.
 import collections
 import math
 import os
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -164,8 +165,78 @@ def test_inference_graph_runs_the_fused_kernels(policy):
     assert ops["_MklLayerNorm"] == 2 * layers + 1           # embeddings and two per block
     assert ops["_MklFusedBatchMatMulV2"] == layers           # scores with the mask bias
     assert fused[("BiasAdd", "GeluExact")] == layers         # feed-forward in
-    assert fused[("BiasAdd",)] == 5 * layers                 # q, k, v, output, ff out
+    if policy == "float32":
+        assert fused[("BiasAdd",)] == 5 * layers             # q, k, v, output, ff out
+    else:  # the same five as oneDNN's matmul, with the bias added after it
+        assert fused[("BiasAdd",)] == 0
+        assert ops["_MklBatchMatMulV2"] == 5 * layers + layers   # and the context product
     assert not {"Erf", "Erfc", "FusedBatchNormV3", "MatMul", "BiasAdd"} & set(ops)
+
+
+FROZEN_WEIGHTS_SCRIPT = '''
+import json, sys
+import keras, numpy as np
+from bertkit.models import build_transformer_model
+keras.mixed_precision.set_global_policy(sys.argv[1])
+model = build_transformer_model(vocab_size=50, hidden_size=32, num_hidden_layers=2,
+                                num_attention_heads=4, intermediate_size=64)
+model.load_weights(sys.argv[2])
+rng = np.random.default_rng(8)
+outputs = []
+for length in (9, 9, 6):  # two batches through one traced function, then another length
+    token_ids = rng.integers(1, 50, (3, length))
+    token_ids[1, length // 2:] = 0
+    outputs.append(np.asarray(model.predict_on_batch([token_ids, np.zeros_like(token_ids)]),
+                              np.float32).tolist())
+try:
+    model.compile(optimizer="sgd", loss="mse")
+    model.train_on_batch([token_ids, np.zeros_like(token_ids)], np.zeros((3, length, 32)))
+    refused = ""
+except RuntimeError as error:
+    refused = str(error)
+print(json.dumps({"outputs": outputs, "refused": refused}))
+'''
+
+
+@onednn
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_frozen_weights_predict_as_the_default_path_and_refuse_training(policy, tmp_path):
+    # TF_ONEDNN_ASSUME_FROZEN_WEIGHTS is read once per process: each setting runs apart.
+    import json
+    import subprocess
+    import sys
+
+    model = build_transformer_model(vocab_size=50, hidden_size=32, num_hidden_layers=2,
+                                    num_attention_heads=4, intermediate_size=64)
+    weights = str(tmp_path / "model.weights.h5")
+    model.save_weights(weights)
+    script = tmp_path / "predict.py"
+    script.write_text(FROZEN_WEIGHTS_SCRIPT)
+
+    def run(frozen):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", ONEDNN_VERBOSE="1",
+                   TF_ONEDNN_ASSUME_FROZEN_WEIGHTS="1" if frozen else "0",
+                   PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                               os.environ.get("PYTHONPATH", "")]))
+        done = subprocess.run([sys.executable, str(script), policy, weights], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        lines = done.stdout.strip().splitlines()
+        kernels = [line for line in lines if ",exec," in line and "inner_product" in line]
+        return dict(json.loads(lines[-1]), kernels=kernels)
+
+    default, frozen = run(False), run(True)
+    assert default["refused"] == ""
+    assert "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS" in frozen["refused"]
+    # TensorFlow took the weights as constants: oneDNN's inner products ran for inference
+    # (with the weights packed once), every dense layer of the encoder among them.
+    assert len([k for k in frozen["kernels"] if "forward_inference" in k]) >= 3 * 6 * 2
+    bound = 1e-4 if policy == "float32" else 5e-2   # bf16: other kernels, other roundings
+    for got, expected in zip(frozen["outputs"], default["outputs"]):
+        got, expected = np.asarray(got), np.asarray(expected)
+        assert np.abs(got - expected).max() < bound * np.abs(expected).max()
+    # The batches differ, so equal outputs are not one batch's result cached.
+    assert not np.allclose(frozen["outputs"][0], frozen["outputs"][1])
 
 
 def feed_forward_in_training(activation, policy, x, upstream, seed, units):
