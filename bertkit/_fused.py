@@ -46,9 +46,11 @@ def weights_assumed_frozen():
 @contextlib.contextmanager
 def graphs_for_converters():
     """Within the block, layers trace graphs without the ops that only serve TensorFlow's
-    own rewrites, for converting a traced function to another runtime: the layer norm's
-    ``PlaceholderWithDefault`` (tf2onnx refuses it) and ``tf.nn.gelu``, whose ``Erfc``
-    ONNX lacks (GELU is then :func:`bertkit.layers.gelu_erf`).
+    own rewrites, for converting a traced function to another runtime: the layer norm is
+    the plain mean and variance (the pattern ONNX Runtime and OpenVINO fuse; TensorFlow's
+    batch-norm form kept a batch norm over all the rows, which OpenVINO ran 5x slower),
+    and GELU is :func:`bertkit.layers.gelu_erf`, not ``tf.nn.gelu``, whose ``Erfc`` ONNX
+    lacks.
 
     Example:
 
@@ -75,7 +77,9 @@ def normalize(x, epsilon, fusable=True):
     is 1e-12. ``fusable=False`` keeps the rewrite away, for a caller whose gain is not a
     ``[width]`` vector (the rewrite does not check, and its kernel then fails).
     """
-    if keras.backend.backend() != "tensorflow":
+    if keras.backend.backend() != "tensorflow" or not _TENSORFLOW_GRAPH_AIDS[-1]:
+        # Converters get the plain mean and variance, the layer-norm pattern that ONNX
+        # Runtime and OpenVINO fuse; a training-mode batch norm over the rows is not one.
         x32 = ops.cast(x, "float32")
         mean = ops.mean(x32, axis=-1, keepdims=True)
         variance = ops.var(x32, axis=-1, keepdims=True)
