@@ -12,6 +12,9 @@ machine's load hits them alike; the table shows medians over the repeats:
 - ``keras``, ``keras-bf16``: bertkit's model, ``model.predict`` (``mixed_bfloat16``);
 - ``saved_model``, ``saved_model-bf16``: the exported ``serving_default`` called from
   TensorFlow (the bf16 one exported from the ``mixed_bfloat16`` model);
+  ``saved_model-bf16-frozen`` the same in a process with
+  ``TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1``, as a serving process can run it (each weight
+  packed once for oneDNN's matrix-unit kernels);
 - ``onnxruntime``, ``onnxruntime-int8``;
 - ``openvino``, ``openvino-bf16``, ``openvino-int8``: OpenVINO's CPU plugin with the
   inference precision f32 or bf16 (its default on CPUs with AMX or AVX-512 bf16), and the
@@ -55,7 +58,8 @@ SHAPES = {
     "tiny": dict(layers=1, hidden=32, heads=2, intermediate=64, vocab=21128,  # a smoke test
                  batch=4, seq=16),
 }
-IMPLS = ["keras", "keras-bf16", "saved_model", "saved_model-bf16", "onnxruntime",
+IMPLS = ["keras", "keras-bf16", "saved_model", "saved_model-bf16", "saved_model-bf16-frozen",
+         "onnxruntime",
          "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8", "keras-hub",
          "keras-hub-bf16"]
 
@@ -178,7 +182,7 @@ def runner(impl, shape, directory):
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(THREADS)
-        kind = "bf16" if impl.endswith("bf16") else "fp32"
+        kind = "bf16" if "-bf16" in impl else "fp32"
         serve = tf.saved_model.load(os.path.join(directory, kind, "saved_model")) \
             .signatures["serving_default"]
         return lambda tok, seg: serve(**{"Input-Token": tf.constant(tok), "Input-Segment":
@@ -255,6 +259,8 @@ class Worker:
                    shape_name, "--directory", directory, "--min-time", str(args.min_time),
                    "--warmup", str(args.warmup)]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", OMP_NUM_THREADS=str(THREADS))
+        if impl.endswith("-frozen"):  # read by TensorFlow when it first runs a matmul
+            env["TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"] = "1"
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=self.log, text=True, env=env)
 
