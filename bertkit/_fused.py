@@ -122,7 +122,7 @@ def dense(x, kernel, bias=None, activation=None, activation_name=None, training=
     plain (unpacked) weights runs a generic GEMM, while a batched matmul is oneDNN's
     matmul, whose kernel packs the weights for the matrix units itself. On BERT-base's
     projections that wins more than the separate bias add costs: a bf16 inference step
-    5-9% faster, a training step 4-6%. In float32 the inner product is the faster
+    6-9% faster, a training step 3-6%. In float32 the inner product is the faster
     kernel, and at inference a GELU epilogue is worth more than the faster matmul, so
     those stay fused; so does everything when the weights are packed once
     (:func:`weights_assumed_frozen`), where the inner product is the fastest kernel.
