@@ -138,11 +138,11 @@ def dense(x, kernel, bias=None, activation=None, activation_name=None, training=
 
         fusable = _TENSORFLOW_GRAPH_AIDS[-1] and not training
         fused = _tf_activations().get(activation_name) if fusable else None
-        if training and weights_assumed_frozen():
+        frozen = weights_assumed_frozen()
+        if training and frozen:
             raise RuntimeError(FROZEN_WEIGHTS_IN_TRAINING)
         batched = (bias is not None and x.dtype == tf.bfloat16 and len(x.shape) > 2
-                   and fused is None and _TENSORFLOW_GRAPH_AIDS[-1]
-                   and not weights_assumed_frozen())
+                   and fused is None and _TENSORFLOW_GRAPH_AIDS[-1] and not frozen)
         if bias is None:
             y = tf.matmul(flat, kernel)
         elif training:
