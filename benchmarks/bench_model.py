@@ -24,7 +24,12 @@ row.
 ``TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1``: TensorFlow then packs each weight once into the
 blocked layout of oneDNN's matrix-unit kernels instead of reading the variable at every
 call (``bertkit._fused.weights_assumed_frozen``; training refuses it, so these rows
-measure inference only).
+measure inference only). ``bertkit-bf16-serving-frozen`` is that process predicting with
+``bertkit.export.serving_twin`` of the model (its attention and feed-forward weights
+stored in bfloat16, what the SavedModel export holds: the same outputs without a cast of
+every weight at every call). ``hf-torch-bf16-weights`` is PyTorch's counterpart, the
+model converted with ``.to(torch.bfloat16)`` (its layer norms then run in bfloat16 too,
+unlike autocast's): inference only as well.
 
 Every implementation runs in its own worker process (its own thread pools and its own
 peak RSS). The workers of one (shape, workload) group are started together and
@@ -80,8 +85,18 @@ IMPLS = {
     "hf-torch-bf16": ("torch", False, "bfloat16"),
     "bertkit-frozen": ("bertkit", False, "float32"),
     "bertkit-bf16-frozen": ("bertkit", False, "mixed_bfloat16"),
+    "bertkit-bf16-serving-frozen": ("bertkit", False, "mixed_bfloat16"),
+    "hf-torch-bf16-weights": ("torch", False, "bfloat16"),
 }
 FROZEN_ENV = {"TF_ONEDNN_ASSUME_FROZEN_WEIGHTS": "1"}  # the "-frozen" rows: inference only
+# Rows whose weights are stored in bfloat16 for inference (a serving twin, a converted
+# PyTorch model): inference only, like the "-frozen" ones.
+BF16_WEIGHTS = {"bertkit-bf16-serving-frozen", "hf-torch-bf16-weights"}
+
+
+def inference_only(name):
+    """Whether implementation ``name`` is measured for inference only."""
+    return name.endswith("-frozen") or name in BF16_WEIGHTS
 DEFAULT_IMPLS = ["bertkit", "bertkit-xla", "keras-hub", "keras-hub-xla", "hf-torch",
                  "bertkit-bf16", "keras-hub-bf16"]
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of bfloat16 matmul units
@@ -231,8 +246,9 @@ def keras_encoder(library, shape, workload):
     return backbone.inputs, out["sequence_output"], out["pooled_output"], feed
 
 
-def keras_step(library, xla, policy, shape, workload):
-    """A zero-argument function running one inference batch or one training step."""
+def keras_step(library, xla, policy, shape, workload, bf16_weights=False):
+    """A zero-argument function running one inference batch or one training step;
+    ``bf16_weights`` predicts with bertkit's serving twin of the model."""
     import keras
 
     keras.mixed_precision.set_global_policy(policy)
@@ -241,6 +257,9 @@ def keras_step(library, xla, policy, shape, workload):
     x = feed(token_ids, segment_ids)
     if workload == "infer":
         model = keras.Model(inputs, [sequence, pooled])
+        if bf16_weights:
+            from bertkit.export import serving_twin
+            model = serving_twin(model)
         model.compile(jit_compile=xla)
         return lambda: model.predict_on_batch(x)
     logits = keras.layers.Dense(2, dtype="float32", name="Classifier")(
@@ -257,8 +276,9 @@ def keras_step(library, xla, policy, shape, workload):
     return lambda: model.train_on_batch(x, labels)
 
 
-def torch_step(policy, shape, workload):
-    """One Hugging Face ``BertModel`` inference batch or fine-tuning step."""
+def torch_step(policy, shape, workload, bf16_weights=False):
+    """One Hugging Face ``BertModel`` inference batch or fine-tuning step;
+    ``bf16_weights`` converts the model to bfloat16 instead of autocasting."""
     import torch
     import transformers
 
@@ -271,7 +291,10 @@ def torch_step(policy, shape, workload):
     token_ids, segment_ids, labels = (torch.from_numpy(a).long() for a in random_batch(shape))
     feed = dict(input_ids=token_ids, token_type_ids=segment_ids,
                 attention_mask=(token_ids != 0).long())
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=policy == "bfloat16")
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16,
+                              enabled=policy == "bfloat16" and not bf16_weights)
+    if bf16_weights:
+        model = model.to(torch.bfloat16)
     if workload == "infer":
         model.eval()
 
@@ -354,9 +377,10 @@ def worker(args):
         return
     library, xla, policy = IMPLS[args.worker]
     if library == "torch":
-        step = torch_step(policy, shape, args.workload)
+        step = torch_step(policy, shape, args.workload, args.worker in BF16_WEIGHTS)
     else:
-        step = keras_step(library, xla, policy, shape, args.workload)
+        step = keras_step(library, xla, policy, shape, args.workload,
+                          args.worker in BF16_WEIGHTS)
     for _ in range(args.warmup):
         step()
     warmup = time.perf_counter() - start
@@ -562,7 +586,8 @@ def print_table(summary):
     print(f"\n{s['shape']} {s['workload']} ({s['gflop_per_seq']:.2f} GFLOP per sequence; "
           f"fp32 matmul limit {s['limit']:.0f} GFLOP/s, best single matmul {s['peak']:.0f}"
           f"{bf16}; 'of limit' is against the row's own precision)")
-    header = (f"| {'implementation':<18} | {'seq/s':>7} | {'min-max':>13} | {'x peer':>6} "
+    width = max(18, *(len(r["impl"]) for r in s["rows"]))
+    header = (f"| {'implementation':<{width}} | {'seq/s':>7} | {'min-max':>13} | {'x peer':>6} "
               f"| {'x fp32':>6} "
               f"| {'GFLOP/s':>7} | {'of limit':>8} | {'peak RSS':>8} | {'warm-up':>7} |")
     print(header)
@@ -570,7 +595,7 @@ def print_table(summary):
     for r in s["rows"]:
         ratio = "-" if r["vs_peer"] != r["vs_peer"] else f"{r['vs_peer']:.2f}"  # NaN: no peer
         vs_fp32 = "-" if r["vs_fp32"] != r["vs_fp32"] else f"{r['vs_fp32']:.2f}"
-        print(f"| {r['impl']:<18} | {r['median']:>7.2f} | {r['low']:>6.2f}-{r['high']:<6.2f} "
+        print(f"| {r['impl']:<{width}} | {r['median']:>7.2f} | {r['low']:>6.2f}-{r['high']:<6.2f} "
               f"| {ratio:>6} | {vs_fp32:>6} | {r['gflops']:>7.1f} | {r['fraction']:>8.0%} "
               f"| {r['rss']:>5.0f} MB | {r['warmup']:>5.0f} s |")
 
@@ -637,9 +662,8 @@ def main(argv=None):
     summaries = []
     for shape in args.shapes.split(","):
         for workload in args.workloads.split(","):
-            # Frozen weights are for serving: a training step refuses them.
-            group = [name for name in impls
-                     if workload == "infer" or not name.endswith("-frozen")]
+            # Frozen or bf16-stored weights are for serving: a training step refuses them.
+            group = [name for name in impls if workload == "infer" or not inference_only(name)]
             if not group:
                 continue
             results = measure_group(args, shape, workload, group)

@@ -3,6 +3,7 @@
 Each export is read back in a fresh Python process in which ``import bertkit`` fails
 (``conftest.read_export``).
 """
+import collections
 import json
 import os
 import subprocess
@@ -18,9 +19,11 @@ pytest.importorskip("onnxruntime", reason="the export extra is not installed")
 pytest.importorskip("openvino", reason="the export extra is not installed")
 
 import keras  # noqa: E402
+import ml_dtypes  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from bertkit.config import BertConfig  # noqa: E402
-from bertkit.export import export_model, float32_twin  # noqa: E402
+from bertkit.export import export_model, float32_twin, serving_twin  # noqa: E402
 from bertkit.models import build_transformer_model  # noqa: E402
 from bertkit.tasks.classification import ClassificationHead  # noqa: E402
 from bertkit.tasks.spans import tags_to_spans  # noqa: E402
@@ -138,6 +141,48 @@ def test_bf16_model_exports_float32_outputs(tmp_path, global_bf16_policy):
     for fmt in ("onnx", "openvino"):
         np.testing.assert_allclose(results[fmt]["probabilities"], expected_fp32, atol=1e-4)
         np.testing.assert_allclose(results[fmt]["probabilities"], expected, atol=0.05)
+
+
+def test_serving_twin_holds_the_rounded_weights_and_gives_the_same_bits(tmp_path):
+    # A policy given to the builder (not the global one): its layers must serialize too.
+    keras.utils.set_random_seed(7)
+    encoder = build_transformer_model(BertConfig.from_dict(TINY_CONFIG), dtype="mixed_bfloat16")
+    model = CRFTaggingHead(["PER", "LOC"]).attach(encoder)
+    batch = padded_batch(seed=7)
+    x = [batch["Input-Token"], batch["Input-Segment"]]
+    twin = serving_twin(model)
+    assert twin is not model
+    stored = {w.path: w for w in twin.weights}
+    matmul_weights = {w.path for w in model.weights if w.path.split("/")[0].endswith(
+        ("-MultiHeadSelfAttention", "-FeedForward"))}
+    assert len(matmul_weights) == 12 * TINY_CONFIG["num_hidden_layers"]
+    for weight in model.weights:
+        twin_weight = stored[weight.path]
+        if weight.path in matmul_weights:
+            # What mixed precision rounds the float32 weight to at every call (round to
+            # nearest even, as ml_dtypes does), stored once.
+            assert twin_weight.dtype == "bfloat16", weight.path
+            rounded = np.asarray(weight.numpy()).astype(ml_dtypes.bfloat16)
+            np.testing.assert_array_equal(np.asarray(twin_weight.numpy()), rounded)
+        else:  # embeddings, layer norms, the head: as they were
+            assert twin_weight.dtype == weight.dtype, weight.path
+            np.testing.assert_array_equal(twin_weight.numpy(), weight.numpy())
+    np.testing.assert_array_equal(twin.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert serving_twin(twin) is twin  # nothing left to store in bfloat16
+    fp32 = float32_twin(model)
+    assert {w.dtype for w in fp32.weights} == {"float32"}
+    assert serving_twin(fp32) is fp32 and float32_twin(fp32) is fp32
+    # The SavedModel holds the twin: bfloat16 matmul weights, the same outputs.
+    export_model(model, tmp_path / "export", outputs=["potentials"], formats=["saved_model"])
+    reader = tf.train.load_checkpoint(str(tmp_path / "export" / "saved_model" / "variables"
+                                          / "variables"))
+    dtypes = collections.Counter(  # the archive's list of the model's variables
+        dtype.name for key, dtype in reader.get_variable_to_dtype_map().items()
+        if key.startswith("variables/"))
+    assert dtypes["bfloat16"] == len(matmul_weights), dtypes
+    results = read_export(tmp_path, tmp_path / "export", batch)
+    np.testing.assert_allclose(results["saved_model"]["potentials"],
+                               model.predict(x, verbose=0), atol=1e-5)
 
 
 def test_triple_extractor_exports_both_steps(tmp_path):

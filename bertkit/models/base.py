@@ -133,7 +133,7 @@ class Transformer:
         """Calls the layer named ``name`` on ``inputs``, creating it on first use."""
         if name not in self.layers:
             if self.dtype is not None:  # layers that pin their own dtype keep it
-                layer_kwargs.setdefault("dtype", self.dtype)
+                layer_kwargs.setdefault("dtype", self.dtype.name)  # a name: serializable
             self.layers[name] = layer_class(name=name, **layer_kwargs)
         return self.layers[name](inputs, **(arguments or {}))
 
