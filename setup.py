@@ -22,7 +22,8 @@ setup(
         "plots": ["matplotlib", "tensorboard"],
         # Serving files: ONNX (tf2onnx, run by onnxruntime) and OpenVINO's IR.
         "export": ["tf2onnx>=1.16", "onnx", "onnxruntime>=1.18", "openvino>=2024.0"],
-        "test": ["pytest", "hypothesis", "matplotlib", "tensorboard",
+        # pytest-xdist: the README's test command runs the suite on two processes.
+        "test": ["pytest", "pytest-xdist", "hypothesis", "matplotlib", "tensorboard",
                  "tf2onnx>=1.16", "onnx", "onnxruntime>=1.18", "openvino>=2024.0"],
     },
     license="Apache-2.0",

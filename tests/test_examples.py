@@ -711,9 +711,9 @@ def test_pretrain_example_fits_the_schedule_to_the_budget(demo_dir, tmp_path, ca
     with pytest.raises(SystemExit):
         pretrain_mlm.parse_args(pretrain_args(vocab, config_path, out, "--fit-schedule"))
     assert "give --minutes" in capsys.readouterr().err
-    # A schedule of 10**6 steps that 45 seconds cannot reach: the probe shortens it.
+    # A schedule of 10**6 steps that 18 seconds cannot reach: the probe shortens it.
     result = pretrain_mlm.main(pretrain_args(
-        vocab, config_path, out, "--fit-schedule", "--probe-steps", "15", "--minutes", "0.75",
+        vocab, config_path, out, "--fit-schedule", "--probe-steps", "15", "--minutes", "0.3",
         "--total-steps", str(10 ** 6), "--warmup-steps", "3", "--save-every", "100000"))
     schedule = result["model"].optimizer.lr_schedule
     total = max(schedule)
