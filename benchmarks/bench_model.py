@@ -92,16 +92,16 @@ FROZEN_ENV = {"TF_ONEDNN_ASSUME_FROZEN_WEIGHTS": "1"}  # the "-frozen" rows: inf
 # Rows whose weights are stored in bfloat16 for inference (a serving twin, a converted
 # PyTorch model): inference only, like the "-frozen" ones.
 BF16_WEIGHTS = {"bertkit-bf16-serving-frozen", "hf-torch-bf16-weights"}
-
-
-def inference_only(name):
-    """Whether implementation ``name`` is measured for inference only."""
-    return name.endswith("-frozen") or name in BF16_WEIGHTS
 DEFAULT_IMPLS = ["bertkit", "bertkit-xla", "keras-hub", "keras-hub-xla", "hf-torch",
                  "bertkit-bf16", "keras-hub-bf16"]
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of bfloat16 matmul units
 MATMUL_WORKERS = {"float32": ["matmul-tf", "matmul-torch"],
                   "bfloat16": ["matmul-tf-bf16", "matmul-torch-bf16"]}
+
+
+def inference_only(name):
+    """Whether implementation ``name`` is measured for inference only."""
+    return name.endswith("-frozen") or name in BF16_WEIGHTS
 
 
 # -- FLOPs ----------------------------------------------------------------------------
