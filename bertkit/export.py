@@ -203,11 +203,15 @@ def serving_twin(model):
     cast whole). ``model`` itself when no layer of those two kinds computes in a mixed
     policy. :func:`save_saved_model` exports the twin.
 
-    The twin is for predicting: training it would round every update to bfloat16.
+    The twin is for predicting (training it would round every update to bfloat16), so it
+    is built with ``trainable=False``.
     """
-    return _with_policies(
+    twin = _with_policies(
         model, lambda cls, name: _STORED_IN_COMPUTE_DTYPE.get(name, name)
         if cls in _MATMUL_LAYERS else name)
+    if twin is not model:
+        twin.trainable = False
+    return twin
 
 
 @contextlib.contextmanager

@@ -151,7 +151,7 @@ def test_serving_twin_holds_the_rounded_weights_and_gives_the_same_bits(tmp_path
     batch = padded_batch(seed=7)
     x = [batch["Input-Token"], batch["Input-Segment"]]
     twin = serving_twin(model)
-    assert twin is not model
+    assert twin is not model and not twin.trainable_weights and model.trainable_weights
     stored = {w.path: w for w in twin.weights}
     matmul_weights = {w.path for w in model.weights if w.path.split("/")[0].endswith(
         ("-MultiHeadSelfAttention", "-FeedForward"))}
