@@ -59,9 +59,8 @@ SHAPES = {
                  batch=4, seq=16),
 }
 IMPLS = ["keras", "keras-bf16", "saved_model", "saved_model-bf16", "saved_model-bf16-frozen",
-         "onnxruntime",
-         "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8", "keras-hub",
-         "keras-hub-bf16"]
+         "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8",
+         "keras-hub", "keras-hub-bf16"]
 
 
 

@@ -90,9 +90,7 @@ def normalize(x, epsilon, fusable=True):
     # The rewrite looks for the Fill ops below; with a static input shape, constant
     # folding would turn them into constants first. A PlaceholderWithDefault is never
     # folded, so the row count stays a runtime value whatever the shape.
-    rows = tf.reduce_prod(shape[:-1])
-    if _TENSORFLOW_GRAPH_AIDS[-1]:
-        rows = tf.raw_ops.PlaceholderWithDefault(input=rows, shape=[])
+    rows = tf.raw_ops.PlaceholderWithDefault(input=tf.reduce_prod(shape[:-1]), shape=[])
     y = tf.reshape(x, tf.stack([1, rows, shape[-1], 1]))
     fill = tf.fill if fusable else lambda dims, value: tf.broadcast_to(value, dims)
     ones = fill(tf.expand_dims(rows, 0), 1.0)
