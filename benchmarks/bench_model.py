@@ -31,6 +31,13 @@ every weight at every call). ``hf-torch-bf16-weights`` is PyTorch's counterpart,
 model converted with ``.to(torch.bfloat16)`` (its layer norms then run in bfloat16 too,
 unlike autocast's): inference only as well.
 
+TensorFlow runs its oneDNN kernels by default only on x86 CPUs with AVX512_VNNI,
+AVX512_BF16 or AMX; ``import bertkit`` turns them on elsewhere too (``bertkit._onednn``),
+so bertkit's workers import it first, as a user's script does. Where TensorFlow's default
+is off, ``bertkit-eigen`` (and ``bertkit-bf16-eigen``) show bertkit with Eigen's kernels
+(``TF_ENABLE_ONEDNN_OPTS=0``), ``keras-hub-onednn`` (and ``keras-hub-bf16-onednn``)
+keras-hub with oneDNN's, and the matmul limit takes TensorFlow's matmuls under both.
+
 Every implementation runs in its own worker process (its own thread pools and its own
 peak RSS). The workers of one (shape, workload) group are started together and
 measured in turn, A B C A B C ..., so that a change in the machine's load hits them
@@ -87,6 +94,10 @@ IMPLS = {
     "bertkit-bf16-frozen": ("bertkit", False, "mixed_bfloat16"),
     "bertkit-bf16-serving-frozen": ("bertkit", False, "mixed_bfloat16"),
     "hf-torch-bf16-weights": ("torch", False, "bfloat16"),
+    "bertkit-eigen": ("bertkit", False, "float32"),
+    "bertkit-bf16-eigen": ("bertkit", False, "mixed_bfloat16"),
+    "keras-hub-onednn": ("keras_hub", False, "float32"),
+    "keras-hub-bf16-onednn": ("keras_hub", False, "mixed_bfloat16"),
 }
 FROZEN_ENV = {"TF_ONEDNN_ASSUME_FROZEN_WEIGHTS": "1"}  # the "-frozen" rows: inference only
 # Rows whose weights are stored in bfloat16 for inference (a serving twin, a converted
@@ -95,8 +106,21 @@ BF16_WEIGHTS = {"bertkit-bf16-serving-frozen", "hf-torch-bf16-weights"}
 DEFAULT_IMPLS = ["bertkit", "bertkit-xla", "keras-hub", "keras-hub-xla", "hf-torch",
                  "bertkit-bf16", "keras-hub-bf16"]
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of bfloat16 matmul units
-MATMUL_WORKERS = {"float32": ["matmul-tf", "matmul-torch"],
-                  "bfloat16": ["matmul-tf-bf16", "matmul-torch-bf16"]}
+# The /proc/cpuinfo flags with which TensorFlow turns its oneDNN kernels on by default.
+ONEDNN_DEFAULT_FLAGS = ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16",
+                        "amx_int8")
+# Rows and probes run with TensorFlow's oneDNN kernels off or on, whatever its default.
+KERNEL_ENVS = {"-eigen": {"TF_ENABLE_ONEDNN_OPTS": "0"},
+               "-onednn": {"TF_ENABLE_ONEDNN_OPTS": "1"}}
+# The "-onednn" probes run only where TensorFlow's default is off (else they repeat).
+MATMUL_WORKERS = {"float32": ["matmul-tf", "matmul-tf-onednn", "matmul-torch"],
+                  "bfloat16": ["matmul-tf-bf16", "matmul-tf-bf16-onednn",
+                               "matmul-torch-bf16"]}
+
+
+def variant(name):
+    """The suffix that sets a row's process apart (``-frozen``, ``-eigen``, ...), or ''."""
+    return next((suffix for suffix in ("-frozen", *KERNEL_ENVS) if name.endswith(suffix)), "")
 
 
 def inference_only(name):
@@ -137,15 +161,33 @@ def workload_matmuls(shape, workload):
     return training_matmuls(shape) if workload == "train" else matmuls(shape)
 
 
-def bf16_units():
-    """The CPU's bfloat16 matmul flags (``avx512_bf16``, ``amx_bf16``) found in
-    ``/proc/cpuinfo``; empty when it has none or the file does not exist."""
+def cpu_flags():
+    """The CPU's flags in ``/proc/cpuinfo`` (empty when the file does not exist)."""
     try:
         with open("/proc/cpuinfo") as cpuinfo:
-            flags = set(cpuinfo.read().split())
+            return set(cpuinfo.read().split())
     except OSError:
-        return []
+        return set()
+
+
+def bf16_units():
+    """The CPU's bfloat16 matmul flags (``avx512_bf16``, ``amx_bf16``); empty when it has
+    none."""
+    flags = cpu_flags()
     return [flag for flag in BF16_FLAGS if flag in flags]
+
+
+def onednn_by_default():
+    """Whether TensorFlow turns its oneDNN kernels on by itself on this CPU."""
+    return any(flag in cpu_flags() for flag in ONEDNN_DEFAULT_FLAGS)
+
+
+def describe_kernels():
+    if onednn_by_default():
+        return "TensorFlow's oneDNN kernels: on by TensorFlow's default on this CPU"
+    return ("TensorFlow's oneDNN kernels: off by TensorFlow's default on this CPU (no "
+            "AVX512_VNNI, AVX512_BF16 or AMX); bertkit turns them on, '-eigen' rows keep "
+            "them off, '-onednn' rows turn them on for keras-hub")
 
 
 def describe_bf16_support():
@@ -366,7 +408,7 @@ def worker(args):
     start = time.perf_counter()
     if args.worker.startswith("matmul-"):
         library = args.worker.split("-")[1]
-        dtype = "bfloat16" if args.worker.endswith("-bf16") else "float32"
+        dtype = "bfloat16" if "-bf16" in args.worker else "float32"
         probe = matmul_probe(library, workload_matmuls(shape, args.workload), dtype)
         probe()
         reply(ready=True, warmup_s=time.perf_counter() - start)
@@ -376,6 +418,8 @@ def worker(args):
             reply(rates=probe())
         return
     library, xla, policy = IMPLS[args.worker]
+    if library == "bertkit":  # first, as a user's script: it turns on oneDNN's kernels
+        import bertkit  # noqa: F401
     if library == "torch":
         step = torch_step(policy, shape, args.workload, args.worker in BF16_WEIGHTS)
     else:
@@ -466,6 +510,9 @@ class Worker:
         worker_env.update(env or {})
         if name.endswith("-frozen"):  # read by TensorFlow when it first runs a matmul
             worker_env.update(FROZEN_ENV)
+        for suffix, kernel_env in KERNEL_ENVS.items():  # read by TensorFlow when it loads
+            if name.endswith(suffix):
+                worker_env.update(kernel_env)
         if name.endswith("+onednn"):  # read by XLA when it first compiles
             worker_env["XLA_FLAGS"] = (worker_env.get("XLA_FLAGS", "")
                                        + " --xla_cpu_use_onednn=true").strip()
@@ -504,7 +551,8 @@ def measure_group(args, shape, workload, impls):
     """Interleaved repeats of every implementation plus the matmul probes."""
     precisions = {"float32"} | {"bfloat16" for name in impls
                                 if IMPLS[name][2] in ("mixed_bfloat16", "bfloat16")}
-    probes = [name for precision in sorted(precisions) for name in MATMUL_WORKERS[precision]]
+    probes = [name for precision in sorted(precisions) for name in MATMUL_WORKERS[precision]
+              if not (name.endswith("-onednn") and onednn_by_default())]
     names = impls + [name for name in probes if "torch" not in name
                      or importlib.util.find_spec("torch") is not None]
     workers, results = [], {name: [] for name in names}
@@ -569,9 +617,8 @@ def summarize(shape_name, workload, impls, results):
         row["vs_peer"] = row["median"] / max(rivals) if rivals else float("nan")
         # A mixed-precision row against the same library's fp32 row of the same mode.
         library, xla, _ = IMPLS[row["impl"]]
-        frozen = row["impl"].endswith("-frozen")
         own = [r["median"] for r in rows if IMPLS[r["impl"]] == (library, xla, "float32")
-               and r["impl"].endswith("-frozen") == frozen]
+               and variant(r["impl"]) == variant(row["impl"])]
         row["vs_fp32"] = row["median"] / own[0] if own and not fp32 else float("nan")
     bf16_limit, bf16_peak = limits["bfloat16"]
     return dict(shape=shape_name, workload=workload, limit=limit, peak=peak,
@@ -659,6 +706,7 @@ def main(argv=None):
           f"{args.repeats} interleaved repeats of >= {args.min_time:g} s; logs in {args.log_dir}",
           flush=True)
     print(describe_bf16_support(), flush=True)
+    print(describe_kernels(), flush=True)
     summaries = []
     for shape in args.shapes.split(","):
         for workload in args.workloads.split(","):

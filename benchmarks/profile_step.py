@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT)]  # this checkout's bertkit, not an installed one
 
+import bertkit  # noqa: E402,F401  (first, as a user's script: it turns on oneDNN's kernels)
 import bench_model  # noqa: E402  (the same model shapes and steps)
 from _common import cpu_name  # noqa: E402
 

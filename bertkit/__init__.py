@@ -6,10 +6,18 @@ The names a user needs import from here::
 
 Importing the package registers every custom layer, optimizer and schedule with
 Keras, so ``keras.models.load_model('m.keras')`` works after ``import bertkit``.
+Imported before TensorFlow, it also turns on TensorFlow's oneDNN kernels on x86 CPUs
+where TensorFlow leaves them off (``TF_ENABLE_ONEDNN_OPTS``; see ``bertkit._onednn``).
 Each module documents the rest of what it owns (``bertkit.models``,
 ``bertkit.checkpoints``, ``bertkit.huggingface``, ...).
 """
 __version__ = "0.1.0"
+
+# Before anything imports TensorFlow: its oneDNN kernels, which bertkit's layers are
+# written for, on every x86 CPU (TensorFlow's own default leaves them off on some).
+from bertkit import _onednn
+
+_onednn.enable_before_tensorflow_loads()
 
 # The modules whose import registers Keras objects, in dependency order.
 from bertkit import config  # noqa: F401

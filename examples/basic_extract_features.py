@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import quiet  # noqa: E402,F401  (before TensorFlow loads: no native start-up log)
+import quiet  # noqa: E402,F401  (bertkit before TensorFlow, without its start-up log)
 
 import numpy as np  # noqa: E402
 

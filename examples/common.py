@@ -10,10 +10,11 @@ weights together with what ``--predict`` needs to a run directory
 (``bertkit.storage.RunDirectory``), and print an expected error as one line. Defining
 them once keeps their names, defaults and checks the same in every script.
 """
+import functools
 import os
 import sys
 
-from bertkit import huggingface, models, optimizers
+from bertkit import _onednn, huggingface, models, optimizers
 from bertkit.callbacks import AttentionImages, Evaluator
 from bertkit.config import BertConfig
 from bertkit.distribute import (STRATEGIES, WorkerLost, dropped_per_epoch, is_chief,
@@ -218,8 +219,22 @@ def resolve_huggingface_checkpoint(args):
 
 
 def dtype_policy(args):
-    """The Keras dtype policy of ``--mixed-precision`` (None: the global policy)."""
+    """The Keras dtype policy of ``--mixed-precision`` (None: the global policy); for bf16
+    on a CPU without bfloat16 matmul units (and no GPU), a note that it is slower there."""
+    if args.mixed_precision == "bf16":
+        _note_slow_bfloat16()
     return DTYPE_POLICIES[args.mixed_precision]
+
+
+@functools.lru_cache(maxsize=None)  # once a process
+def _note_slow_bfloat16():
+    import tensorflow as tf
+
+    if _onednn.bfloat16_units() or not _onednn.cpu_flags() or tf.config.list_physical_devices(
+            "GPU"):
+        return
+    print("NOTE: this CPU has no bfloat16 matmul units (avx512_bf16 or amx_bf16): bf16 runs "
+          "through its float32 units, slower than fp32 (--mixed-precision fp32).")
 
 
 def encoder_overrides(args):

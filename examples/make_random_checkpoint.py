@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import quiet  # noqa: E402,F401  (before TensorFlow loads: no native start-up log)
+import quiet  # noqa: E402,F401  (bertkit before TensorFlow, without its start-up log)
 
 from demo import DEMO_CONFIG, make_random_checkpoint  # noqa: E402
 from common import add_verbose_argument, run_cli  # noqa: E402

@@ -27,7 +27,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import quiet  # noqa: E402,F401  (before TensorFlow loads: no native start-up log)
+import quiet  # noqa: E402,F401  (bertkit before TensorFlow, without its start-up log)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -14,8 +14,11 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# bertkit before any test imports TensorFlow, as in the examples (see bertkit._onednn),
+# without TensorFlow's native start-up lines.
+sys.path.insert(0, os.path.join(REPO_ROOT, "examples"))
+import quiet  # noqa: E402,F401
 
 TINY_CONFIG = {
     "vocab_size": 40,

@@ -596,6 +596,27 @@ def test_triple_example_subject_swap(demo_dir):
     assert x[0].shape == y[0].shape[:2] == weights[0].shape and y[1].shape[2:] == (2, 2)
 
 
+def test_bf16_on_a_cpu_without_bfloat16_units_says_it_is_slower(monkeypatch, capsys):
+    import argparse
+
+    import common
+    from bertkit import _onednn
+
+    def policy(flags, precision="bf16"):
+        monkeypatch.setattr(_onednn, "cpu_flags", lambda: set(flags))
+        common._note_slow_bfloat16.cache_clear()
+        policy = common.dtype_policy(argparse.Namespace(mixed_precision=precision))
+        return policy, capsys.readouterr().out
+
+    policy_name, out = policy({"avx2", "fma"})
+    assert policy_name == "mixed_bfloat16" and "no bfloat16 matmul units" in out
+    assert policy({"avx512f", "avx512_bf16"}) == ("mixed_bfloat16", "")
+    assert policy({"amx_bf16"}) == ("mixed_bfloat16", "")
+    assert policy({"avx2"}, "fp32") == (None, "")
+    assert policy(set()) == ("mixed_bfloat16", "")   # flags unknown (not Linux): no guess
+    common._note_slow_bfloat16.cache_clear()
+
+
 def test_examples_run_under_bf16_and_save_float32_weights(demo_dir, tmp_path):
     import demo
     import pretrain_mlm
@@ -613,11 +634,13 @@ def test_examples_run_under_bf16_and_save_float32_weights(demo_dir, tmp_path):
     assert model.get_layer("Transformer-0-FeedForward").compute_dtype == "bfloat16"
     assert {v.dtype for v in model.weights} == {"float32"}
     texts = ["很好", "太差了，不推荐"]
-    # The saved float32 weights predict the same labels in bf16 and in fp32.
+    # The saved float32 weights predict the same labels in bf16 and in fp32. Where oneDNN
+    # has no bf16 kernels (CPUs without AVX-512), Eigen's round each op's output to bf16,
+    # the bias add and every step of GELU apart: 0.026 seen there, under 0.02 elsewhere.
     in_bf16 = task_sentiment_classification.main(["--output-dir", out, "--predict", *texts, *bf16])
     in_fp32 = task_sentiment_classification.main(["--output-dir", out, "--predict", *texts])
     for (_, label_bf16, prob_bf16), (_, label_fp32, prob_fp32) in zip(in_bf16, in_fp32):
-        assert label_bf16 == label_fp32 and prob_bf16 == pytest.approx(prob_fp32, abs=0.02)
+        assert label_bf16 == label_fp32 and prob_bf16 == pytest.approx(prob_fp32, abs=0.04)
 
     train, valid, schema = write_spo_files(tmp_path / "spo", SPO_TEXTS * 4, SPO_TEXTS)
     result = task_triple_extraction.main(

@@ -19,6 +19,7 @@ import tensorflow as tf
 from tensorflow.python.eager import context
 
 from bertkit import layers as bk_layers
+from bertkit._onednn import is_x86, onednn_enabled, onednn_runs_bfloat16
 from bertkit.models import build_transformer_model
 
 
@@ -146,14 +147,15 @@ def ran_ops(function, *args):
 
 
 onednn = pytest.mark.skipif(
-    os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") == "0"
-    or not tf.sysconfig.get_build_info().get("is_mkl_build", True),
-    reason="TensorFlow's oneDNN rewrites are off (TF_ENABLE_ONEDNN_OPTS=0)")
+    not onednn_enabled(),
+    reason="TensorFlow's oneDNN rewrites are off (TF_ENABLE_ONEDNN_OPTS=0, or not x86)")
 
 
 @onednn
 @pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
 def test_inference_graph_runs_the_fused_kernels(policy):
+    if policy != "float32" and not onednn_runs_bfloat16():
+        pytest.skip("oneDNN runs no bfloat16 kernels on this CPU (TensorFlow: AVX-512 only)")
     layers = 3
     model = build_transformer_model(vocab_size=50, hidden_size=32, num_hidden_layers=layers,
                                     num_attention_heads=4, intermediate_size=64, dtype=policy)
@@ -173,8 +175,57 @@ def test_inference_graph_runs_the_fused_kernels(policy):
     assert not {"Erf", "Erfc", "FusedBatchNormV3", "MatMul", "BiasAdd"} & set(ops)
 
 
+KERNELS_SCRIPT = """
+import json, os, sys, warnings
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    if sys.argv[1] == "tensorflow-first":
+        import tensorflow
+    import bertkit
+from tensorflow.python.util import _pywrap_util_port
+print(json.dumps(dict(switch=os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+                      onednn=bool(_pywrap_util_port.IsMklEnabled()),
+                      warnings=[str(w.message) for w in caught
+                                if issubclass(w.category, RuntimeWarning)])))
+"""
+
+
+def run_kernels_script(order, switch=None):
+    import json
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    env.update(TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
+    if switch is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = switch
+    done = subprocess.run([sys.executable, "-c", KERNELS_SCRIPT, order], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not is_x86(), reason="TensorFlow's oneDNN kernels are x86 ones")
+def test_importing_bertkit_first_turns_on_onednn_and_a_users_choice_is_kept():
+    first = run_kernels_script("bertkit-first")
+    assert first == dict(switch="1", onednn=True, warnings=[])
+    kept = run_kernels_script("bertkit-first", switch="0")
+    assert kept == dict(switch="0", onednn=False, warnings=[])
+    # TensorFlow loaded before bertkit decides by itself; bertkit warns only if it left
+    # the kernels off (CPUs without AVX512_VNNI, AVX512_BF16 or AMX).
+    late = run_kernels_script("tensorflow-first")
+    assert late["switch"] is None
+    if late["onednn"]:
+        assert late["warnings"] == []
+    else:
+        assert len(late["warnings"]) == 1 and "Import bertkit before" in late["warnings"][0]
+    assert run_kernels_script("tensorflow-first", switch="0")["warnings"] == []
+
+
 FROZEN_WEIGHTS_SCRIPT = '''
 import json, sys
+import bertkit  # before Keras, as in the examples: TensorFlow's oneDNN kernels on
 import keras, numpy as np
 from bertkit.models import build_transformer_model
 keras.mixed_precision.set_global_policy(sys.argv[1])
@@ -202,6 +253,8 @@ print(json.dumps({"outputs": outputs, "refused": refused}))
 @pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
 def test_frozen_weights_predict_as_the_default_path_and_refuse_training(policy, tmp_path):
     # TF_ONEDNN_ASSUME_FROZEN_WEIGHTS is read once per process: each setting runs apart.
+    if policy != "float32" and not onednn_runs_bfloat16():
+        pytest.skip("oneDNN runs no bfloat16 kernels on this CPU (TensorFlow: AVX-512 only)")
     import json
     import subprocess
     import sys
