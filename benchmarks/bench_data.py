@@ -33,6 +33,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import bertkit  # noqa: E402,F401  (first: TensorFlow's oneDNN kernels on)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 

@@ -42,6 +42,7 @@ SMALL = dict(vocab_size=21128, hidden_size=256, num_hidden_layers=4, num_attenti
 
 def worker(args):
     """One training process: prints the timed steps per second (the chief only)."""
+    import bertkit  # noqa: F401  (first: TensorFlow's oneDNN kernels on)
     import keras
     import numpy as np
 

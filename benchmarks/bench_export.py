@@ -90,6 +90,7 @@ def random_batch(shape, seed=0):
 
 
 def bertkit_classifier(shape, policy=None):
+    import bertkit  # noqa: F401  (first: TensorFlow's oneDNN kernels on)
     import keras
 
     from bertkit.models import build_transformer_model

@@ -35,6 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _common import cpu_name  # noqa: E402  (benchmarks/_common.py)
 
+import bertkit  # noqa: E402,F401  (first: TensorFlow's oneDNN kernels on)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -32,6 +32,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import bertkit  # noqa: E402,F401  (first: TensorFlow's oneDNN kernels on)
 import keras  # noqa: E402
 
 from bertkit.tasks import pretraining  # noqa: E402

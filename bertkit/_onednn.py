@@ -6,8 +6,8 @@ only on CPUs with AVX512_VNNI, AVX512_BF16 or AMX; on the others (AMD's Zen 3 an
 Intel's before Cascade Lake) they run Eigen's kernels, and none of the fusions that
 :mod:`bertkit._fused` writes its layers for happens: the layer norm stays a batch norm
 and a multiply-add, GELU five elementwise ops, the attention mask a separate add. On an
-AMD EPYC (Zen 3, AVX2 only) bertkit's float32 BERT-base inference ran 1.25x faster with
-them and the small model's 1.37x; fine-tuning steps about as fast (benchmarks/README.md).
+AMD EPYC (Zen 3, AVX2 only) bertkit's float32 BERT-base ran 1.30x faster with them at
+inference and 1.91x in fine-tuning, the small model 1.38x and 1.25x (benchmarks/README.md).
 
 TensorFlow reads its switch, ``TF_ENABLE_ONEDNN_OPTS``, once, when it loads. Importing
 bertkit before TensorFlow therefore turns the kernels on (``import bertkit`` does it
@@ -17,12 +17,15 @@ Eigen's kernels), and on CPUs where TensorFlow turns them on itself nothing chan
 bfloat16 is another matter: oneDNN runs it only on CPUs with AVX-512 (elsewhere TensorFlow
 falls back to Eigen's bfloat16 kernels), and it is faster than float32 only with bfloat16
 matmul units (``avx512_bf16``, ``amx_bf16``). On the AVX2-only EPYC, bertkit's
-``mixed_bfloat16`` steps ran at 0.66-0.85x its float32 ones.
+``mixed_bfloat16`` steps ran at 0.48-0.65x its float32 ones.
 """
 import os
 import platform
 import sys
 import warnings
+
+__all__ = ["enable_before_tensorflow_loads", "onednn_enabled", "onednn_runs_bfloat16",
+           "bfloat16_units", "cpu_flags", "is_x86"]
 
 SWITCH = "TF_ENABLE_ONEDNN_OPTS"
 BFLOAT16_UNITS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of bf16 matmul units
@@ -30,7 +33,7 @@ BFLOAT16_UNITS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of bf16 matm
 IMPORTED_TOO_LATE = (
     "TensorFlow was imported before bertkit with its oneDNN kernels off (its default on "
     "x86 CPUs without AVX512_VNNI, AVX512_BF16 or AMX), so bertkit's layers run on Eigen's "
-    "kernels, unfused: BERT inference about 1.3x slower here. Import bertkit before "
+    "kernels, unfused (BERT ran 1.3-1.9x slower on an AVX2 EPYC). Import bertkit before "
     "TensorFlow (or Keras), or set TF_ENABLE_ONEDNN_OPTS=1 before starting Python; "
     "TF_ENABLE_ONEDNN_OPTS=0 keeps Eigen's kernels and silences this warning.")
 
