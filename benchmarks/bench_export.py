@@ -20,7 +20,10 @@ machine's load hits them alike; the table shows medians over the repeats:
   inference precision f32 or bf16 (its default on CPUs with AMX or AVX-512 bf16), and the
   NNCF-quantized IR;
 - ``keras-hub``, ``keras-hub-bf16``: keras-hub's ``BertTextClassifier`` backbone + a dense
-  layer, ``model.predict`` (the peer).
+  layer, ``model.predict`` (the peer);
+- ``saved_model-onednn`` (only when asked for): the SavedModel in a TensorFlow process with
+  ``TF_ENABLE_ONEDNN_OPTS=1``, what a serving process that does not import bertkit must set
+  on CPUs where TensorFlow leaves its oneDNN kernels off (no AVX512_VNNI, AVX512_BF16 or AMX).
 
 With ``--sentiment-run DIR`` (the ``--output-dir`` of a finished
 ``task_sentiment_classification.py`` run) and ``--data-dir``, the run's classifier is
@@ -61,6 +64,9 @@ SHAPES = {
 IMPLS = ["keras", "keras-bf16", "saved_model", "saved_model-bf16", "saved_model-bf16-frozen",
          "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8",
          "keras-hub", "keras-hub-bf16"]
+# Asked for by name only: the SavedModel in a TensorFlow process with TF_ENABLE_ONEDNN_OPTS=1,
+# which differs from "saved_model" only on CPUs where TensorFlow leaves oneDNN off by default.
+OPTIONAL_IMPLS = ["saved_model-onednn"]
 
 
 
@@ -90,7 +96,6 @@ def random_batch(shape, seed=0):
 
 
 def bertkit_classifier(shape, policy=None):
-    import bertkit  # noqa: F401  (first: TensorFlow's oneDNN kernels on)
     import keras
 
     from bertkit.models import build_transformer_model
@@ -126,6 +131,7 @@ def quantize_openvino(source, target, shape):
 
 def prepare(shape_name, directory):
     """Exports the fp32 and bf16 classifiers of the shape and the int8 variants."""
+    import bertkit  # noqa: F401  (first, as a user's script: TensorFlow's oneDNN kernels on)
     import keras
 
     from bertkit.export import export_model
@@ -156,6 +162,8 @@ def runner(impl, shape, directory):
     import numpy as np
 
     if impl.startswith("keras"):
+        if not impl.startswith("keras-hub"):  # first, as a user's script: oneDNN's kernels on
+            import bertkit  # noqa: F401
         import keras
         import tensorflow as tf
 
@@ -261,6 +269,8 @@ class Worker:
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", OMP_NUM_THREADS=str(THREADS))
         if impl.endswith("-frozen"):  # read by TensorFlow when it first runs a matmul
             env["TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"] = "1"
+        if impl.endswith("-onednn"):  # read by TensorFlow when it loads
+            env["TF_ENABLE_ONEDNN_OPTS"] = "1"
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=self.log, text=True, env=env)
 
@@ -314,7 +324,7 @@ def print_table(shape_name, speeds):
           f"{shape['batch']} x {shape['seq']} tokens, {THREADS} threads")
     print("| implementation | seq/s | x keras fp32 | x keras-hub fp32 |")
     print("| --- | --- | --- | --- |")
-    for impl in IMPLS:
+    for impl in IMPLS + OPTIONAL_IMPLS:
         if impl in speeds:
             ratio = speeds[impl] / speeds["keras"] if "keras" in speeds else float("nan")
             vs_peer = speeds[impl] / peer if peer else float("nan")
@@ -411,9 +421,9 @@ def main(argv=None):
             SHAPES["sentiment"] = dict(SHAPES["small"], batch=32, seq=128)
         return worker(args)
     args.impls = [i for i in args.impls.split(",") if i]
-    unknown = set(args.impls) - set(IMPLS)
+    unknown = set(args.impls) - set(IMPLS) - set(OPTIONAL_IMPLS)
     if unknown:
-        p.error(f"unknown --impls {sorted(unknown)}; choose from {IMPLS}")
+        p.error(f"unknown --impls {sorted(unknown)}; choose from {IMPLS + OPTIONAL_IMPLS}")
     units = " ".join(cpu_flags()) or "no bf16/int8 units"
     print(f"CPU: {cpu_name()} ({os.cpu_count()} cores; {units})")
     for shape_name in [s for s in args.shapes.split(",") if s]:
