@@ -1,8 +1,9 @@
-"""What the benchmark scripts share: naming the CPU that gave their figures."""
+"""What the benchmark scripts share: naming the CPU that gave their figures, and its
+feature flags."""
 import os
 import platform
 
-__all__ = ["cpu_name"]
+__all__ = ["cpu_flags", "cpu_name"]
 
 
 def cpu_name():
@@ -26,3 +27,17 @@ def cpu_name():
     name = name or platform.processor() or platform.machine() or "unknown CPU"
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
     return f"{name} (oneDNN capped at {cap} by ONEDNN_MAX_CPU_ISA)" if cap else name
+
+
+def cpu_flags():
+    """The CPU's feature flags in ``/proc/cpuinfo`` (empty where there is no such file).
+    The benchmarks' drivers read them here rather than from ``bertkit._onednn``, whose
+    import would load TensorFlow in a process that only starts workers."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()

@@ -49,7 +49,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from _common import cpu_name  # noqa: E402  (benchmarks/_common.py)
+from _common import cpu_flags, cpu_name  # noqa: E402  (benchmarks/_common.py)
 TAG = "@@bench "
 THREADS = 2
 
@@ -70,15 +70,9 @@ OPTIONAL_IMPLS = ["saved_model-onednn"]
 
 
 
-def cpu_flags():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return sorted(flags & {"amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni"})
-    except OSError:
-        pass
-    return []
+def matrix_units():
+    """The CPU's bf16 and int8 matmul flags, sorted."""
+    return sorted(cpu_flags() & {"amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni"})
 
 
 def random_batch(shape, seed=0):
@@ -424,7 +418,7 @@ def main(argv=None):
     unknown = set(args.impls) - set(IMPLS) - set(OPTIONAL_IMPLS)
     if unknown:
         p.error(f"unknown --impls {sorted(unknown)}; choose from {IMPLS + OPTIONAL_IMPLS}")
-    units = " ".join(cpu_flags()) or "no bf16/int8 units"
+    units = " ".join(matrix_units()) or "no bf16/int8 units"
     print(f"CPU: {cpu_name()} ({os.cpu_count()} cores; {units})")
     for shape_name in [s for s in args.shapes.split(",") if s]:
         directory = tempfile.mkdtemp(prefix=f"bench_export_{shape_name}_")

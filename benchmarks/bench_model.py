@@ -66,7 +66,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import cpu_name  # benchmarks/_common.py, beside this script
+from _common import cpu_flags, cpu_name  # benchmarks/_common.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 TAG = "@@bench "
@@ -159,15 +159,6 @@ def flops(products):
 
 def workload_matmuls(shape, workload):
     return training_matmuls(shape) if workload == "train" else matmuls(shape)
-
-
-def cpu_flags():
-    """The CPU's flags in ``/proc/cpuinfo`` (empty when the file does not exist)."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            return set(cpuinfo.read().split())
-    except OSError:
-        return set()
 
 
 def bf16_units():
