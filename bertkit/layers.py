@@ -20,7 +20,7 @@ from bertkit.positions import relative_position_table, rotary_position_embedding
 __all__ = ["gelu_tanh", "gelu_erf", "get_activation", "Embedding", "PositionEmbedding",
            "Dropout", "PaddingMask", "MultiHeadAttention", "FeedForward", "RMSNorm",
            "BiasAdd", "TakeToken", "LayerNormalization", "ConditionalLayerNormalization",
-           "graphs_for_converters"]
+           "fresh_initializer", "graphs_for_converters"]
 
 _PACKAGE = "bertkit"
 
@@ -76,6 +76,24 @@ def get_activation(name):
 
 def _initializer(value):
     return keras.initializers.get(value)
+
+
+def fresh_initializer(initializer):
+    """A new instance of ``initializer`` (anything ``keras.initializers.get`` takes), for
+    one more weight.
+
+    A Keras 3 random initializer picks its seed when it is made and then draws the same
+    values at every call, so one instance shared by several weights starts them equal: an
+    attention layer's query, key, value and output kernels would begin as one matrix, every
+    token's query its own key. An unseeded initializer gets a seed of its own here (drawn
+    from Python's ``random``, which ``keras.utils.set_random_seed`` seeds, so a seeded run
+    stays reproducible); one given an explicit seed is returned as it is.
+    """
+    initializer = keras.initializers.get(initializer)
+    config = initializer.get_config()
+    if "seed" in config and config["seed"] is None:
+        return initializer.__class__.from_config(config)
+    return initializer
 
 
 @_register
@@ -298,9 +316,8 @@ class MultiHeadAttention(keras.layers.Layer):
             ("value", (width, inner)),
             ("output", (inner, self.out_dim)),
         ):
-            kernel = self.add_weight(
-                shape=shape, initializer=self.kernel_initializer, name=f"{prefix}_kernel"
-            )
+            kernel = self.add_weight(shape=shape, name=f"{prefix}_kernel",
+                                     initializer=fresh_initializer(self.kernel_initializer))
             setattr(self, f"{prefix}_kernel", kernel)
             if self.use_bias:
                 bias = self.add_weight(shape=shape[-1:], initializer="zeros",
@@ -441,16 +458,17 @@ class FeedForward(keras.layers.Layer):
 
     def build(self, input_shape):
         width = input_shape[-1]
-        init = self.kernel_initializer
         self.intermediate_kernel = self.add_weight(
-            shape=(width, self.units), initializer=init, name="intermediate_kernel"
+            shape=(width, self.units), initializer=fresh_initializer(self.kernel_initializer),
+            name="intermediate_kernel"
         )
         if self.use_bias:
             self.intermediate_bias = self.add_weight(
                 shape=(self.units,), initializer="zeros", name="intermediate_bias"
             )
         self.output_kernel = self.add_weight(
-            shape=(self.units, width), initializer=init, name="output_kernel"
+            shape=(self.units, width), initializer=fresh_initializer(self.kernel_initializer),
+            name="output_kernel"
         )
         if self.use_bias:
             self.output_bias = self.add_weight(shape=(width,), initializer="zeros",

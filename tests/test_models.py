@@ -342,3 +342,44 @@ def test_reinitialize_top_blocks_starts_only_the_top_blocks_afresh(tiny_bert, ti
     albert = build_transformer_model(tiny_albert[0], tiny_albert[2], model="albert")
     with pytest.raises(ValueError, match="ALBERT"):
         reinitialize_top_blocks(albert, 1)
+
+
+def _drawn_kernels(model):
+    """``{path: values}`` of the model's randomly drawn matrices (kernels, embeddings)."""
+    return {w.path: np.asarray(w.numpy(), "float64") for w in model.weights
+            if len(w.shape) == 2 and np.any(w.numpy())}
+
+
+@pytest.mark.parametrize("family", ["bert", "albert", "nezha", "roformer", "electra"])
+def test_random_initialisation_draws_every_matrix_on_its_own(family):
+    # Google's code draws each variable from its own truncated normal (stddev
+    # initializer_range, cut at two standard deviations). One shared Keras initializer
+    # instance would draw the same numbers for every weight it fills: an attention layer's
+    # query, key, value and output kernels would start as one matrix, and two kernels of
+    # different shapes would hold the same numbers in another order.
+    keras.utils.set_random_seed(0)
+    config = dict(TINY_CONFIG, initializer_range=0.05)
+    if family == "electra":
+        config["embedding_size"] = 16
+    kernels = _drawn_kernels(build_transformer_model(config, model=family, with_mlm=True))
+    assert len(kernels) >= 8, sorted(kernels)
+    names = sorted(kernels)
+    for i, first in enumerate(names):
+        a = kernels[first].ravel()
+        for second in names[i + 1:]:
+            b = kernels[second].ravel()
+            n = min(a.size, b.size)
+            if n < 500:  # too few values to tell a correlation from chance
+                continue
+            correlation = np.corrcoef(a[:n], b[:n])[0, 1]
+            assert abs(correlation) < 0.25, (first, second, correlation)
+    drawn = [v for name, v in kernels.items() if "kernel" in name or "embeddings" in name]
+    values = np.concatenate([v.ravel() for v in drawn])
+    assert np.abs(values).max() <= 2 * 0.05 + 1e-6
+    # the standard deviation of a normal cut at +-2 sigma is 0.8796 sigma
+    assert abs(values.std() / 0.05 - 0.8796) < 0.03, values.std()
+    # a seeded run draws the same numbers again
+    keras.utils.set_random_seed(0)
+    again = _drawn_kernels(build_transformer_model(config, model=family, with_mlm=True))
+    for name in names:
+        np.testing.assert_array_equal(again[name], kernels[name], err_msg=name)

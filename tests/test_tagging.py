@@ -320,3 +320,17 @@ def test_tagging_heads_refuse_bad_types():
     for bad in ([], ["PER", "PER"], ["PER", ""]):
         with pytest.raises(ValueError, match="tag_types"):
             SoftmaxTaggingHead(bad)
+
+
+def test_efficient_global_pointer_draws_its_two_kernels_apart():
+    # One initializer instance for both dense layers would fill them from one seed: the
+    # bias kernel would repeat the first numbers of the projection kernel.
+    from bertkit.tasks.tagging import EfficientGlobalPointer
+
+    keras.utils.set_random_seed(0)
+    layer = EfficientGlobalPointer(heads=8, head_size=32)
+    layer.build((None, None, 64))
+    projection = layer.dense.kernel.numpy().ravel()
+    bias = layer.bias_dense.kernel.numpy().ravel()
+    n = bias.size  # 64 x 16
+    assert abs(np.corrcoef(projection[:n], bias)[0, 1]) < 0.25

@@ -8,6 +8,7 @@ shares one query and key between types and adds per-type start and end biases.
 import keras
 from keras import ops
 
+from bertkit.layers import fresh_initializer
 from bertkit.positions import rotary_position_embedding
 
 __all__ = ["GlobalPointer", "EfficientGlobalPointer", "multilabel_categorical_crossentropy",
@@ -84,10 +85,12 @@ class EfficientGlobalPointer(GlobalPointer):
 
     def __init__(self, heads, head_size, kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(heads, head_size, kernel_initializer=kernel_initializer, **kwargs)
-        self.dense = keras.layers.Dense(head_size * 2, kernel_initializer=self.kernel_initializer,
-                                        dtype=self.dtype_policy)
-        self.bias_dense = keras.layers.Dense(heads * 2, kernel_initializer=self.kernel_initializer,
-                                             dtype=self.dtype_policy)
+        self.dense = keras.layers.Dense(head_size * 2, dtype=self.dtype_policy,
+                                        kernel_initializer=fresh_initializer(
+                                            self.kernel_initializer))
+        self.bias_dense = keras.layers.Dense(heads * 2, dtype=self.dtype_policy,
+                                             kernel_initializer=fresh_initializer(
+                                                 self.kernel_initializer))
 
     def build(self, inputs_shape, padding_mask_shape=None):
         self.dense.build(inputs_shape)
