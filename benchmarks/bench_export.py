@@ -15,7 +15,10 @@ machine's load hits them alike; the table shows medians over the repeats:
   ``saved_model-bf16-frozen`` the same in a process with
   ``TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1``, as a serving process can run it (each weight
   packed once for oneDNN's matrix-unit kernels);
-- ``onnxruntime``, ``onnxruntime-int8``;
+- ``onnxruntime``, ``onnxruntime-int8``; ``onnxruntime-int8-7bit`` (only when asked for, and
+  always in the accuracy table) quantized with ``reduce_range=True``, 7-bit weights and
+  activations, which onnxruntime advises on CPUs without VNNI: their int8 kernels add pairs of
+  8-bit products in 16 bits, which full-range values can overflow;
 - ``openvino``, ``openvino-bf16``, ``openvino-int8``: OpenVINO's CPU plugin with the
   inference precision f32 or bf16 (its default on CPUs with AMX or AVX-512 bf16), and the
   NNCF-quantized IR;
@@ -28,7 +31,7 @@ machine's load hits them alike; the table shows medians over the repeats:
 With ``--sentiment-run DIR`` (the ``--output-dir`` of a finished
 ``task_sentiment_classification.py`` run) and ``--data-dir``, the run's classifier is
 exported and every runtime's accuracy on the test split is reported beside Keras fp32's,
-with how many predictions changed.
+with how many predictions changed and the largest change of a probability.
 
 Peers and runtimes live in the benchmark virtualenv (``benchmarks/README.md``); bertkit
 is imported from this checkout:
@@ -66,7 +69,7 @@ IMPLS = ["keras", "keras-bf16", "saved_model", "saved_model-bf16", "saved_model-
          "keras-hub", "keras-hub-bf16"]
 # Asked for by name only: the SavedModel in a TensorFlow process with TF_ENABLE_ONEDNN_OPTS=1,
 # which differs from "saved_model" only on CPUs where TensorFlow leaves oneDNN off by default.
-OPTIONAL_IMPLS = ["saved_model-onednn"]
+OPTIONAL_IMPLS = ["saved_model-onednn", "onnxruntime-int8-7bit"]
 
 
 
@@ -103,11 +106,25 @@ def bertkit_classifier(shape, policy=None):
     return ClassificationHead(2, name="Classifier", dtype=policy).attach(encoder)
 
 
-def quantize_onnx(source, target):
-    """onnxruntime's dynamic int8 quantization (weights int8, activations per batch)."""
+def quantize_onnx(source, target, reduce_range=False):
+    """onnxruntime's dynamic int8 quantization (weights int8, activations per batch);
+    ``reduce_range`` keeps both to 7 bits, the setting for CPUs without VNNI."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+    quantize_dynamic(source, target, weight_type=QuantType.QInt8, reduce_range=reduce_range)
+
+
+ONNX_FILES = {"onnxruntime": os.path.join("fp32", "model.onnx"),
+              "onnxruntime-int8": "model.int8.onnx",
+              "onnxruntime-int8-7bit": "model.int8-7bit.onnx"}
+
+
+def quantize_onnx_variants(directory):
+    """Writes both int8 variants of ``directory``'s fp32 ONNX file."""
+    source = os.path.join(directory, ONNX_FILES["onnxruntime"])
+    quantize_onnx(source, os.path.join(directory, ONNX_FILES["onnxruntime-int8"]))
+    quantize_onnx(source, os.path.join(directory, ONNX_FILES["onnxruntime-int8-7bit"]),
+                  reduce_range=True)
 
 
 def quantize_openvino(source, target, shape):
@@ -139,8 +156,7 @@ def prepare(shape_name, directory):
     bf16.set_weights(model.get_weights())
     export_model(bf16, os.path.join(directory, "bf16"), outputs=bf16.get_layer("Classifier"),
                  formats=["saved_model"])
-    quantize_onnx(os.path.join(directory, "fp32", "model.onnx"),
-                  os.path.join(directory, "model.int8.onnx"))
+    quantize_onnx_variants(directory)
     try:
         quantize_openvino(os.path.join(directory, "fp32", "openvino", "model.xml"),
                           os.path.join(directory, "openvino.int8.xml"), shape)
@@ -194,8 +210,7 @@ def runner(impl, shape, directory):
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = THREADS
-        path = os.path.join(directory, "model.int8.onnx") if impl.endswith("int8") \
-            else os.path.join(directory, "fp32", "model.onnx")
+        path = os.path.join(directory, ONNX_FILES[impl])
         session = onnxruntime.InferenceSession(path, options,
                                                providers=["CPUExecutionProvider"])
         index = [o.name for o in session.get_outputs()].index("probabilities")
@@ -245,12 +260,12 @@ def worker(args):
             print(TAG + json.dumps({"seq_per_s": count * shape["batch"] / elapsed}), flush=True)
         elif command[0] == "predict":
             data = np.load(command[1])
-            labels = []
+            probabilities = []
             for start in range(0, len(data["tokens"]), shape["batch"]):
                 tok = data["tokens"][start:start + shape["batch"]]
                 seg = data["segments"][start:start + shape["batch"]]
-                labels.extend(np.asarray(run(tok, seg)).argmax(-1).tolist())
-            print(TAG + json.dumps({"labels": labels}), flush=True)
+                probabilities.extend(np.asarray(run(tok, seg), "float64").tolist())
+            print(TAG + json.dumps({"probabilities": probabilities}), flush=True)
 
 
 class Worker:
@@ -358,7 +373,7 @@ def sentiment_accuracy(args):
     export_model(bf16, os.path.join(work, "bf16"), outputs=bf16.get_layer("Classifier"),
                  formats=["saved_model"])
     keras.config.set_dtype_policy("float32")
-    quantize_onnx(os.path.join(work, "fp32", "model.onnx"), os.path.join(work, "model.int8.onnx"))
+    quantize_onnx_variants(work)
     try:
         import nncf
         import openvino as ov
@@ -375,23 +390,28 @@ def sentiment_accuracy(args):
         pass
     print(f"\nsentiment test split ({len(labels)} texts, maxlen {ns.maxlen}), run "
           f"{args.sentiment_run}")
-    print("| implementation | accuracy | predictions changed vs keras fp32 |")
-    print("| --- | --- | --- |")
+    print("| implementation | accuracy | predictions changed vs keras fp32 | largest change of a "
+          "probability |")
+    print("| --- | --- | --- | --- |")
     impls = ["saved_model", "saved_model-bf16", "onnxruntime", "onnxruntime-int8",
-             "openvino", "openvino-bf16", "openvino-int8"]
-    reference = model.predict([tokens, segments], batch_size=64, verbose=0).argmax(-1)
-    print(f"| keras | {np.mean(reference == labels):.4f} | - |")
+             "onnxruntime-int8-7bit", "openvino", "openvino-bf16", "openvino-int8"]
+    expected = model.predict([tokens, segments], batch_size=64, verbose=0)
+    reference = expected.argmax(-1)
+    print(f"| keras | {np.mean(reference == labels):.4f} | - | - |")
     for impl in impls:
         try:
             w = Worker(impl, argparse.Namespace(min_time=0, warmup=0), "sentiment", work)
             w.read()
-            predicted = np.array(w.ask(f"predict {os.path.join(work, 'test.npz')}")["labels"])
+            answer = w.ask(f"predict {os.path.join(work, 'test.npz')}")
             w.close()
         except RuntimeError as error:
-            print(f"| {impl} | skipped: {str(error).splitlines()[-1]} | |")
+            print(f"| {impl} | skipped: {str(error).splitlines()[-1]} | | |")
             continue
+        probabilities = np.array(answer["probabilities"])
+        predicted = probabilities.argmax(-1)
         print(f"| {impl} | {np.mean(predicted == labels):.4f} | "
-              f"{int(np.sum(predicted != reference))} |")
+              f"{int(np.sum(predicted != reference))} | "
+              f"{np.abs(probabilities - expected).max():.4f} |")
 
 
 def main(argv=None):

@@ -20,7 +20,7 @@ from bertkit.config import BertConfig
 from bertkit.distribute import (STRATEGIES, WorkerLost, dropped_per_epoch, is_chief,
                                 make_strategy, read_tf_config, worker_index)
 from bertkit.resume import TrainingBackup, fit_epochs
-from bertkit.export import FORMATS, SERVING_FILE, export_model
+from bertkit.export import DEFAULT_FORMATS, FORMATS, SERVING_FILE, export_model
 from bertkit.storage import RunDirectory, weights_writer, write_lines_atomically  # noqa: F401
 from bertkit.tokenizers import Tokenizer
 
@@ -284,9 +284,11 @@ def add_export_arguments(parser):
                         help="export the weights saved in --output-dir for serving into DIR "
                              "(SavedModel, ONNX, OpenVINO, the vocabulary and serving.json) "
                              "and exit; --overwrite replaces an earlier export")
-    parser.add_argument("--export-formats", nargs="+", choices=FORMATS, default=list(FORMATS),
-                        metavar="FORMAT", help=f"what --export writes (default: all of "
-                                               f"{' '.join(FORMATS)})")
+    parser.add_argument("--export-formats", nargs="+", choices=FORMATS,
+                        default=list(DEFAULT_FORMATS), metavar="FORMAT",
+                        help=f"what --export writes, among {' '.join(FORMATS)} (default: "
+                             f"{' '.join(DEFAULT_FORMATS)}; onnx-int8 is the ONNX file with "
+                             "int8 matrix products, model.int8.onnx)")
 
 
 def export_for_serving(args, model, outputs, metadata, directory=None):

@@ -51,12 +51,13 @@ if os.path.isdir(directory + "/saved_model"):
     serve = tf.saved_model.load(directory + "/saved_model").signatures["serving_default"]
     for name, value in serve(**{k: tf.constant(v) for k, v in inputs.items()}).items():
         results["saved_model/" + name] = value.numpy()
-if os.path.isfile(directory + "/model.onnx"):
-    import onnxruntime
-    session = onnxruntime.InferenceSession(directory + "/model.onnx")
-    names = [o.name for o in session.get_outputs()]
-    for name, value in zip(names, session.run(None, inputs)):
-        results["onnx/" + name] = value
+for fmt, file in (("onnx", "/model.onnx"), ("onnx-int8", "/model.int8.onnx")):
+    if os.path.isfile(directory + file):
+        import onnxruntime
+        session = onnxruntime.InferenceSession(directory + file)
+        names = [o.name for o in session.get_outputs()]
+        for name, value in zip(names, session.run(None, inputs)):
+            results[fmt + "/" + name] = value
 if os.path.isfile(directory + "/openvino/model.xml"):
     import openvino
     compiled = openvino.Core().compile_model(directory + "/openvino/model.xml", "CPU",

@@ -72,6 +72,47 @@ def test_classifier_exports_probabilities_and_labels(tmp_path):
         np.testing.assert_array_equal(results[fmt]["label"], expected.argmax(-1), err_msg=fmt)
 
 
+def test_int8_onnx_holds_every_kernel_in_seven_bits_and_close_probabilities(tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    model = ClassificationHead(3, pooling="mean").attach(tiny_encoder())
+    batch = padded_batch()
+    expected = model.predict([batch["Input-Token"], batch["Input-Segment"]], verbose=0)
+    written = export_model(model, tmp_path / "export", outputs=model.layers[-1],
+                           formats=["onnx-int8"])
+    assert sorted(written) == ["onnx-int8"]
+    # the float32 file it was quantized from is not left behind
+    assert sorted(os.listdir(tmp_path / "export")) == ["model.int8.onnx", "serving.json"]
+    manifest = json.loads((tmp_path / "export" / "serving.json").read_text())
+    assert manifest["formats"] == {"onnx-int8": "model.int8.onnx"}
+
+    graph = onnx.load(tmp_path / "export" / "model.int8.onnx").graph
+    stored = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    int8 = {name[:-len("_quantized")]: value for name, value in stored.items()
+            if name.endswith("_quantized") and value.dtype == np.int8}
+    kernels = [w.numpy() for w in model.weights
+               if w.path.endswith("kernel") and len(w.shape) == 2]
+    assert len(kernels) == 2 * 6 + 1  # q, k, v, output, two feed-forward; the classifier
+    assert sum(node.op_type == "MatMulInteger" for node in graph.node) == len(kernels)
+    for kernel in kernels:
+        # each kernel is stored as int8 values times one scale, rounded to the nearest
+        # step, within 7 bits (weights and activations kept to 7 bits: see quantize_onnx)
+        matches = []
+        for name, values in int8.items():
+            if values.shape != kernel.shape:
+                continue
+            scale = float(stored[name + "_scale"])
+            if np.all(np.abs(values * scale - kernel) <= scale / 2 * 1.001):
+                matches.append(values)
+        assert matches, f"no int8 copy of a {kernel.shape} kernel"
+        assert 48 <= np.abs(matches[0]).max() <= 64
+
+    results = read_export(tmp_path, tmp_path / "export", batch)["onnx-int8"]
+    np.testing.assert_allclose(results["probabilities"], expected, atol=0.03)
+    np.testing.assert_array_equal(results["label"], results["probabilities"].argmax(-1))
+
+
 def test_converted_graphs_write_layer_norm_as_mean_and_variance(tmp_path):
     # TensorFlow's own graph computes layer norm as a training-mode batch norm over the
     # rows (the pattern its oneDNN rewrite fuses); a converter given that graph keeps a
