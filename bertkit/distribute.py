@@ -317,26 +317,69 @@ def dropped_per_epoch(batch_sizes, replicas):
 
 def predict_on_batch(model, x):
     """``model(x)`` in inference mode, as numpy, on the whole batch ``x``, under any
-    strategy.
+    strategy, traced once for every batch shape.
 
-    Outside a distribution strategy this is ``model.predict_on_batch(x)``. Under one,
-    Keras's ``predict_on_batch`` runs ``x`` on every replica and gathers the outputs of
-    all replicas of all workers, which repeats the batch (and, across workers, makes
-    every process wait for the others); here the model is called directly, once, with
-    the current weights.
+    For a functional model (``model.inputs`` known, Keras's own ``predict_step``) and
+    ``x`` an array or a list of arrays, one per input, the model is called through a
+    ``tf.function`` whose signature is the inputs' own shapes: one trace serves every
+    batch size and length, where Keras's ``predict_on_batch`` traces again for the first
+    new batch shapes (and TensorFlow warns of retracing once a few models have done so,
+    because all of them count against Keras's one step function). Each input is cast to
+    its ``keras.Input`` dtype, as Keras does. Any other model goes through
+    ``model.predict_on_batch(x)``.
+
+    Under a distribution strategy, Keras's ``predict_on_batch`` runs ``x`` on every
+    replica and gathers the outputs of all replicas of all workers, which repeats the
+    batch (and, across workers, makes every process wait for the others); here the
+    model is called directly, once, with the current weights.
     """
     strategy = getattr(model, "distribute_strategy", None)  # None: any predict_on_batch
-    if strategy is None or strategy.num_replicas_in_sync == 1:
+    replicated = strategy is not None and strategy.num_replicas_in_sync > 1
+    specs = _input_specs(model, x)
+    if specs is None and not replicated:
         return model.predict_on_batch(x)
-    call = _INFERENCE.get(model)
+    functions = _INFERENCE.setdefault(model, {})  # one with a signature, one without
+    call = functions.get(specs)
     if call is None:
-        call = _INFERENCE[model] = tf.function(
-            lambda inputs: model(inputs, training=False), reduce_retracing=True)
-    outputs = call(tf.nest.map_structure(tf.convert_to_tensor, _as_tuple(x)))
+        call = functions[specs] = _inference_function(model, specs)
+    if specs is None:
+        outputs = call(tf.nest.map_structure(tf.convert_to_tensor, _as_tuple(x)))
+    else:
+        arrays = x if isinstance(x, (list, tuple)) else [x]
+        outputs = call(*[tf.cast(tf.convert_to_tensor(a), s.dtype)
+                         for a, s in zip(arrays, specs)])
     return keras.tree.map_structure(np.asarray, outputs)
 
 
-_INFERENCE = weakref.WeakKeyDictionary()  # model -> its traced inference function
+_INFERENCE = weakref.WeakKeyDictionary()  # model -> {input specs: traced function}
+
+
+def _input_specs(model, x):
+    """The ``tf.TensorSpec`` of each of ``model``'s inputs when ``model`` can be called
+    through one signature with ``x`` (see :func:`predict_on_batch`), else ``None``."""
+    inputs = getattr(model, "inputs", None)
+    if (not isinstance(model, keras.Model) or not inputs
+            or type(model).predict_step is not keras.Model.predict_step):
+        return None
+    count = len(x) if isinstance(x, (list, tuple)) else 1
+    if isinstance(x, dict) or count != len(inputs):
+        return None
+    return tuple(tf.TensorSpec(i.shape, i.dtype) for i in inputs)
+
+
+def _inference_function(model, specs):
+    """``model`` called in inference mode as a ``tf.function``; the model is held weakly,
+    so that the cache of these functions does not keep it alive."""
+    held = weakref.ref(model)
+    jit = getattr(model, "jit_compile", False) is True
+    if specs is None:
+        return tf.function(lambda inputs: held()(inputs, training=False),
+                           reduce_retracing=True, jit_compile=jit)
+    if len(specs) == 1:
+        return tf.function(lambda inputs: held()(inputs, training=False),
+                           input_signature=specs, jit_compile=jit)
+    return tf.function(lambda *inputs: held()(list(inputs), training=False),
+                       input_signature=specs, jit_compile=jit)
 
 
 def _as_tuple(x):

@@ -73,6 +73,78 @@ def test_dropped_per_epoch_counts_the_remainders():
     assert distribute.dropped_per_epoch([8, 3], 1) == 0
 
 
+# -- inference on one batch, in this process ----------------------------------------------
+
+
+def counting_layer():
+    """An identity layer that counts how often its Python code runs: once per trace."""
+    import keras
+
+    class CountCalls(keras.layers.Layer):
+        calls = 0
+
+        def call(self, x):
+            CountCalls.calls += 1
+            return x
+
+    return CountCalls
+
+
+def test_predict_on_batch_traces_a_model_once_for_every_batch_shape():
+    import logging
+
+    import keras
+    import tensorflow as tf
+
+    counter = counting_layer()
+    ids = keras.Input((None,), dtype="int32")
+    embedding, dense = keras.layers.Embedding(10, 3), keras.layers.Dense(2)
+    token_model = keras.Model(ids, dense(counter()(embedding(ids))))
+    hidden, picked = keras.Input((None, 3)), keras.Input((3,))
+    dense_h, dense_p = keras.layers.Dense(2), keras.layers.Dense(2)
+    pair_model = keras.Model([hidden, picked], dense_h(counter()(hidden))
+                             + keras.ops.expand_dims(dense_p(picked), 1))
+    warnings = []
+    handler = logging.Handler()
+    handler.emit = lambda record: warnings.append(record.getMessage())
+    tf.get_logger().addHandler(handler)
+    rng = np.random.RandomState(0)
+    traced_at_build = counter.calls
+    try:
+        # The lengths and batch sizes of a validation pass: full batches, then the rest.
+        for rows, length in [(4, 7), (4, 9), (4, 5), (3, 12), (4, 7), (1, 3)]:
+            x = rng.randint(0, 10, (rows, length))  # int64, as padded batches are
+            out = distribute.predict_on_batch(token_model, x)
+            (table,), (k, b) = embedding.get_weights(), dense.get_weights()
+            np.testing.assert_allclose(out, table[x] @ k + b, rtol=1e-5, atol=1e-6)
+            h = rng.randn(rows * 2, length, 3).astype("float32")
+            p = rng.randn(rows * 2, 3)  # float64: cast to the input's float32
+            out = distribute.predict_on_batch(pair_model, [h, p])
+            (kh, bh), (kp, bp) = dense_h.get_weights(), dense_p.get_weights()
+            np.testing.assert_allclose(out, h @ kh + bh + (p @ kp + bp)[:, None],
+                                       rtol=1e-5, atol=1e-5)
+    finally:
+        tf.get_logger().removeHandler(handler)
+    assert counter.calls - traced_at_build == 2  # one trace for each model
+    assert not [w for w in warnings if "retracing" in w]
+
+
+def test_predict_on_batch_keeps_a_models_own_predict_step():
+    import keras
+
+    class Argmax(keras.Model):
+        def predict_step(self, data):
+            x = keras.utils.unpack_x_y_sample_weight(data)[0]
+            return keras.ops.argmax(self(x, training=False), axis=-1)
+
+    x = keras.Input((3,))
+    model = Argmax(x, keras.layers.Dense(4)(x))
+    batch = np.random.RandomState(1).randn(5, 3).astype("float32")
+    kernel, bias = model.layers[1].get_weights()
+    np.testing.assert_array_equal(distribute.predict_on_batch(model, batch),
+                                  np.argmax(batch @ kernel + bias, axis=-1))
+
+
 # -- two logical CPUs in one process ---------------------------------------------------------
 
 
