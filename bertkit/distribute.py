@@ -375,10 +375,8 @@ def _inference_function(model, specs):
     if specs is None:
         return tf.function(lambda inputs: held()(inputs, training=False),
                            reduce_retracing=True, jit_compile=jit)
-    if len(specs) == 1:
-        return tf.function(lambda inputs: held()(inputs, training=False),
-                           input_signature=specs, jit_compile=jit)
-    return tf.function(lambda *inputs: held()(list(inputs), training=False),
+    return tf.function(lambda *inputs: held()(list(inputs) if len(inputs) > 1 else inputs[0],
+                                              training=False),
                        input_signature=specs, jit_compile=jit)
 
 
