@@ -6,9 +6,10 @@
 #     python examples/bert4keras_port/task_sentiment_albert.py
 #
 # Paths come from the environment here so that it runs on this repository's data
-# (ALBERT_DIR, SENTIMENT_DIR, EPOCHS); bert4keras hard-codes them. Without ALBERT_DIR a
-# small RANDOM ALBERT is written first (no pretrained weights can be downloaded here),
-# which learns the task from scratch: expect naive-Bayes-level accuracy, not ALBERT's.
+# (ALBERT_DIR, SENTIMENT_DIR, EPOCHS, and MODEL=bert for a Google BERT directory in
+# ALBERT_DIR); bert4keras hard-codes them. Without ALBERT_DIR a small RANDOM ALBERT is
+# written first (no pretrained weights can be downloaded here), which learns the task
+# from scratch: expect naive-Bayes-level accuracy, not ALBERT's.
 
 import os
 import sys
@@ -38,10 +39,14 @@ shared = os.environ.get('BERTKIT_SHARED_DATA', os.path.join(repo, '..', 'shared'
 data_dir = os.environ.get('SENTIMENT_DIR', os.path.join(shared, 'sentiment'))
 albert_dir = os.environ.get('ALBERT_DIR', os.path.join(repo, 'checkpoints', 'albert_random'))
 epochs = int(os.environ.get('EPOCHS', 10))
-config_path = os.path.join(albert_dir, 'albert_config.json')
-checkpoint_path = os.path.join(albert_dir, 'albert_model.ckpt')
+model_name = os.environ.get('MODEL', 'albert')  # bertkit: MODEL=bert reads a Google BERT dir
+prefix = 'albert' if model_name.startswith('albert') else 'bert'
+config_path = os.path.join(albert_dir, prefix + '_config.json')
+checkpoint_path = os.path.join(albert_dir, prefix + '_model.ckpt')
 dict_path = os.path.join(albert_dir, 'vocab.txt')
 
+if not os.path.exists(checkpoint_path + '.index') and prefix != 'albert':
+    sys.exit('no checkpoint %s.index (ALBERT_DIR with MODEL=%s)' % (checkpoint_path, model_name))
 if not os.path.exists(checkpoint_path + '.index'):  # bertkit: no download here
     from bertkit.checkpoints import save_checkpoint_dir
     keras.utils.set_random_seed(0)
@@ -101,7 +106,7 @@ class data_generator(DataGenerator):
 bert = build_transformer_model(
     config_path=config_path,
     checkpoint_path=checkpoint_path,
-    model='albert',
+    model=model_name,  # bertkit: was 'albert' (see MODEL above)
     return_keras_model=False,
 )
 
@@ -176,6 +181,7 @@ if __name__ == '__main__':
         steps_per_epoch=len(train_generator),
         epochs=epochs,
         callbacks=[evaluator],
+        shuffle=False,  # bertkit: the generator shuffles; Keras 3 warns on shuffle=True
         verbose=1 if sys.stdout.isatty() else 2,  # bertkit: a line an epoch in a log file
     )
 
