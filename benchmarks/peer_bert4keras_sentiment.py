@@ -78,12 +78,9 @@ args = parser.parse_args()
 import numpy as np
 import tensorflow as tf
 from bert4keras.backend import keras, set_gelu, K
-# --- change 2: bert4keras's optimizers are OptimizerV2 subclasses (see docstring) ---
-_new_optimizer_class = keras.optimizers.Optimizer
-keras.optimizers.Optimizer = keras.optimizers.legacy.Optimizer
-from bert4keras.optimizers import Adam, extend_with_piecewise_linear_lr
-keras.optimizers.Optimizer = _new_optimizer_class
-# ------------------------------------------------------------------------------------
+from _bert4keras_peer import import_bert4keras_optimizers, check_checkpoint_loaded
+Adam, extend_with_piecewise_linear_lr = import_bert4keras_optimizers(  # change 2
+    keras, 'Adam', 'extend_with_piecewise_linear_lr')
 from bert4keras.tokenizers import Tokenizer
 from bert4keras.models import build_transformer_model
 from bert4keras.snippets import sequence_padding, DataGenerator
@@ -153,33 +150,7 @@ bert = build_transformer_model(
     return_keras_model=False,
 )
 
-
-def check_checkpoint_loaded():
-    """(added) every variable the model's mapping names is in the checkpoint and loaded"""
-    in_ckpt = dict(tf.train.list_variables(checkpoint_path))
-    used, missing, different = set(), [], []
-    mapping = {bert.prefixed(k): v for k, v in bert.variable_mapping().items()}
-    for layer_name, names in mapping.items():
-        if layer_name not in bert.layers:
-            continue
-        weights = bert.layers[layer_name].trainable_weights
-        if len(weights) != len(names):
-            missing.append('%s: %d weights, %d mapped' % (layer_name, len(weights), len(names)))
-        for w, name in zip(weights, names):
-            if name not in in_ckpt:
-                missing.append(name)
-                continue
-            used.add(name)
-            if not np.allclose(K.eval(w), bert.load_variable(checkpoint_path, name)):
-                different.append(name)
-    print('checkpoint: %d variables loaded, %d missing %s, %d not equal %s; '
-          'checkpoint variables left unused: %s' %
-          (len(used), len(missing), missing, len(different), different,
-           sorted(set(in_ckpt) - used)))
-    assert not missing and not different, 'checkpoint not fully loaded'
-
-
-check_checkpoint_loaded()
+check_checkpoint_loaded(bert, checkpoint_path, K)  # (added) see docstring
 
 output = Lambda(lambda x: x[:, 0], name='CLS-token')(bert.model.output)
 output = Dense(
